@@ -1,0 +1,10 @@
+// Umbrella header: the whole public C++ API of hinm.
+#pragma once
+
+#include "hinm/build_info.hpp"
+#include "hinm/dtype.hpp"
+#include "hinm/mask.hpp"
+#include "hinm/matrix.hpp"
+#include "hinm/nm_format.hpp"
+#include "hinm/parallel.hpp"
+#include "hinm/pattern.hpp"

@@ -1,0 +1,41 @@
+"""hinm: hierarchical N:M sparsity — compression, sparse-tensor-core metadata, fast CPU/CUDA
+GEMM and gyro-permutation search, callable from numpy or torch (DLPack, zero copy)."""
+
+from __future__ import annotations
+
+import logging as _logging
+
+from . import _C
+from .nm import NMTensor, compress_nm, nm_mask
+from .pattern import HiNMConfig, NMConfig, parse_config
+
+__version__: str = _C.version()
+
+_logging.getLogger("hinm").addHandler(_logging.NullHandler())
+
+
+def built_with_cuda() -> bool:
+    """True if this build of hinm contains the CUDA kernels."""
+    return bool(_C.built_with_cuda())
+
+
+def cuda_available() -> bool:
+    """True if hinm was built with CUDA and a CUDA device is visible (never raises)."""
+    return built_with_cuda() and _C.cuda_device_count() > 0
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by hinm's CPU kernels and searches; n <= 0 restores the default
+    (OMP_NUM_THREADS, else all cores). Results do not depend on it."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    return int(_C.get_num_threads())
+
+
+__all__ = [
+    "__version__", "built_with_cuda", "cuda_available", "set_num_threads", "get_num_threads",
+    "NMConfig", "HiNMConfig", "parse_config",
+    "nm_mask", "compress_nm", "NMTensor",
+]
