@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
@@ -15,7 +16,10 @@ NM_FORMAT_VERSION = 1
 
 
 def _pattern(n: int, m: int) -> NMConfig:
-    return NMConfig(int(n), int(m))
+    try:
+        return NMConfig(operator.index(n), operator.index(m))
+    except TypeError:
+        raise TypeError(f"n and m must be integers, got {n!r}:{m!r}") from None
 
 
 def nm_mask(scores: Any, n: int, m: int) -> Any:
