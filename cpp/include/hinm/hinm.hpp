@@ -9,3 +9,4 @@
 #include "hinm/nm_format.hpp"
 #include "hinm/parallel.hpp"
 #include "hinm/pattern.hpp"
+#include "hinm/tasd.hpp"
