@@ -8,6 +8,8 @@ import logging as _logging
 from . import _C
 from .nm import NMTensor, compress_nm, nm_mask
 from .pattern import HiNMConfig, NMConfig, parse_config
+from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
+                   tasd_activation_linear, tasd_linear)
 
 __version__: str = _C.version()
 
@@ -38,4 +40,6 @@ __all__ = [
     "__version__", "built_with_cuda", "cuda_available", "set_num_threads", "get_num_threads",
     "NMConfig", "HiNMConfig", "parse_config",
     "nm_mask", "compress_nm", "NMTensor",
+    "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
+    "series_density", "pseudo_density",
 ]
