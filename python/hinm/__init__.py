@@ -10,6 +10,7 @@ from .nm import NMTensor, compress_nm, nm_mask
 from .pattern import HiNMConfig, NMConfig, parse_config
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
                    tasd_activation_linear, tasd_linear)
+from .tasder import LayerPlan, TASDERPlan, tasder, uniform_plan
 
 __version__: str = _C.version()
 
@@ -41,5 +42,5 @@ __all__ = [
     "NMConfig", "HiNMConfig", "parse_config",
     "nm_mask", "compress_nm", "NMTensor",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
-    "series_density", "pseudo_density",
+    "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
 ]
