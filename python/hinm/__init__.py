@@ -17,6 +17,15 @@ __version__: str = _C.version()
 _logging.getLogger("hinm").addHandler(_logging.NullHandler())
 
 
+def __getattr__(name: str):
+    # hinm.training needs torch, so it is imported on first use, not with hinm.
+    if name == "training":
+        import importlib
+
+        return importlib.import_module(".training", __name__)
+    raise AttributeError(f"module 'hinm' has no attribute {name!r}")
+
+
 def built_with_cuda() -> bool:
     """True if this build of hinm contains the CUDA kernels."""
     return bool(_C.built_with_cuda())
