@@ -1,0 +1,245 @@
+"""CUDA HiNM / 2:4 SpMM on sparse tensor cores (mma.sp): the GPU branch of ``hinm.spmm`` and
+``hinm.linear``. Imports everywhere; the functions raise ``RuntimeError("hinm was built without
+CUDA")`` in CPU-only builds.
+
+The weight (a 2:4 ``NMTensor`` or a 2:4 HiNM tensor with float16/bfloat16 values) is converted
+once per device into the kernel's device-ready layout (fragment-ordered values + lane words, see
+cpp/include/hinm/cuda_layout.hpp) by the C++ core on the CPU, moved with ``.to(device)`` and
+cached on the weight object. The kernel runs on torch's current stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import _C
+
+log = logging.getLogger("hinm")
+
+CUDA_DTYPES = ("float16", "bfloat16")
+
+_cache_lock = threading.Lock()
+_cache: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Canonical:
+    """The canonical container fields the CUDA path reads (duck-typed over NMTensor / HiNMTensor)."""
+
+    values: Any
+    positions: Any
+    rows: int
+    cols: int
+    v: int
+    kept: int
+    col_idx: Any  # [T, Kt] or None (identity)
+    row_perm: Any  # [R] or None (identity)
+
+
+@dataclass(frozen=True)
+class DeviceWeight:
+    """A weight in the CUDA kernel's device-ready layout, on one device."""
+
+    frag_values: Any
+    lane_words: Any
+    col_idx: Any
+    row_perm: Any
+    rows: int
+    cols: int
+    v: int
+    kept: int
+    dtype: str
+
+
+def _require_cuda_build() -> None:
+    if not _C.built_with_cuda():
+        raise RuntimeError("hinm was built without CUDA")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _as_torch_cpu(a: Any) -> Any:
+    torch = _torch()
+    if isinstance(a, torch.Tensor):
+        return a.detach().to("cpu").contiguous()
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _pattern(w: Any) -> tuple:
+    cfg = getattr(w, "config", None)
+    n = getattr(w, "n", None)
+    m = getattr(w, "m", None)
+    if n is None and cfg is not None:
+        n, m = getattr(cfg, "n", None), getattr(cfg, "m", None)
+    return n, m
+
+
+def _canonical(w: Any) -> _Canonical:
+    """Reads a 2:4 weight container: NMTensor (plain 2:4) or a HiNM tensor (values, indices or
+    positions, col_idx, row_perm, config.v)."""
+    n, m = _pattern(w)
+    if (n, m) != (2, 4):
+        raise ValueError(f"the CUDA kernel runs 2:4 weights only, got {n}:{m}")
+    values = w.values
+    positions = getattr(w, "indices", None)
+    if positions is None:
+        positions = getattr(w, "positions")
+    rows, cols = (int(s) for s in w.shape)
+    col_idx = getattr(w, "col_idx", None)
+    row_perm = getattr(w, "row_perm", None)
+    cfg = getattr(w, "config", None)
+    v = getattr(w, "v", None) or getattr(cfg, "v", None)
+    if col_idx is None and row_perm is None and v is None:  # plain N:M: one tile of all rows
+        v = max(rows, 1)
+    kept = int(values.shape[1]) * 2
+    return _Canonical(values, positions, rows, cols, int(v), kept, col_idx, row_perm)
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def device_weight(w: Any, device: Any) -> DeviceWeight:
+    """The device-ready layout of weight `w` on `device` (built once, then cached on `w`)."""
+    _require_cuda_build()
+    torch = _torch()
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"device must be a CUDA device, got {device}")
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device is available (or torch was built without CUDA)")
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    with _cache_lock:
+        per_weight = _cache.get(w)
+        if per_weight is not None and device in per_weight:
+            return per_weight[device]
+    c = _canonical(w)
+    values = _as_torch_cpu(c.values)
+    dt = _dtype_name(values)
+    if dt not in CUDA_DTYPES:
+        raise TypeError(f"the CUDA kernel needs float16 or bfloat16 weight values, got {dt}")
+    positions = _as_torch_cpu(c.positions)
+    slots = -(-c.rows // c.v) * c.v
+    fr, fc, lr, lc = _C.cuda_layout_shape(slots, c.kept)
+    frag = torch.empty((fr, fc), dtype=values.dtype)
+    words = torch.empty((lr, lc), dtype=torch.uint32)
+    _C.cuda_pack_layout(values, positions, c.rows, c.cols, c.v, c.kept, frag, words)
+    col_idx = None if c.col_idx is None else _as_torch_cpu(c.col_idx).to(torch.int32).to(device)
+    row_perm = None if c.row_perm is None else _as_torch_cpu(c.row_perm).to(torch.int64).reshape(-1).to(device)
+    dw = DeviceWeight(frag.to(device), words.to(device), col_idx, row_perm, c.rows, c.cols, c.v, c.kept, dt)
+    log.debug("hinm: device layout for %s on %s (%d x %d, v=%d, kept=%d)", type(w).__name__, device, c.rows,
+              c.cols, c.v, c.kept)
+    try:
+        with _cache_lock:
+            _cache.setdefault(w, {})[device] = dw
+    except TypeError:  # not weak-referenceable: no caching
+        pass
+    return dw
+
+
+def _check_activation(x: Any, name: str, dw: DeviceWeight) -> None:
+    torch = _torch()
+    if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
+        raise ValueError(f"{name} must be a CUDA torch tensor")
+    if _dtype_name(x) != dw.dtype:
+        raise TypeError(f"{name} has dtype {_dtype_name(x)}, the weight {dw.dtype}")
+
+
+def _launch(dw: DeviceWeight, xk: Any, n: int, y: Any, bias: Optional[Any]) -> None:
+    torch = _torch()
+    with torch.cuda.device(xk.device):
+        stream = torch.cuda.current_stream(xk.device).cuda_stream
+        _C.cuda_hinm_spmm(dw.frag_values, dw.lane_words, dw.col_idx, dw.row_perm, bias, dw.rows, dw.cols, dw.v,
+                          dw.kept, xk, n, y, int(stream))
+
+
+def _kernel_input(b: Any) -> Any:
+    """b [K, N] as the kernel reads it: row stride a multiple of 8 (>= roundup(N, 8)), 16-byte
+    aligned. Returned as is when it already qualifies, else copied into a padded buffer."""
+    torch = _torch()
+    k, n = (int(s) for s in b.shape)
+    n8 = -(-n // 8) * 8
+    ok = (b.stride(1) == 1 or n <= 1) and b.stride(0) % 8 == 0 and b.stride(0) >= n8 and b.data_ptr() % 16 == 0
+    if ok and k > 0 and b.untyped_storage().nbytes() >= (b.storage_offset() + (k - 1) * b.stride(0) + n8) * 2:
+        return b
+    buf = torch.empty((k, max(n8, 8)), dtype=b.dtype, device=b.device)
+    buf[:, :n].copy_(b)
+    return buf
+
+
+def _bias(bias: Optional[Any], dw: DeviceWeight, device: Any) -> Optional[Any]:
+    if bias is None:
+        return None
+    torch = _torch()
+    bias = torch.as_tensor(bias, device=device)
+    if tuple(bias.shape) != (dw.rows,):
+        raise ValueError(f"bias must have shape ({dw.rows},), got {tuple(bias.shape)}")
+    return bias.to(getattr(torch, dw.dtype)).contiguous()
+
+
+def spmm_cuda(w: Any, b: Any, out: Optional[Any] = None, bias: Optional[Any] = None) -> Any:
+    """W @ B (+ bias[:, None]) on the GPU. b: CUDA tensor [K, N] with the weight's dtype
+    (float16/bfloat16); returns (or fills `out`) [R, N]. Accumulation in float32."""
+    _require_cuda_build()
+    torch = _torch()
+    if not isinstance(b, torch.Tensor) or b.device.type != "cuda":
+        raise ValueError("b must be a CUDA torch tensor")
+    dw = device_weight(w, b.device)
+    _check_activation(b, "b", dw)
+    if b.dim() != 2 or int(b.shape[0]) != dw.cols:
+        raise ValueError(f"b must have shape ({dw.cols}, N), got {tuple(b.shape)}")
+    n = int(b.shape[1])
+    b = b.detach()
+    bias_t = _bias(bias, dw, b.device)
+    y = out
+    if out is not None:
+        if tuple(out.shape) != (dw.rows, n) or _dtype_name(out) != dw.dtype or out.device != b.device:
+            raise ValueError(f"out must be a {dw.dtype} tensor of shape {(dw.rows, n)} on {b.device}")
+        if out.stride(1) != 1 and n > 1:
+            y = torch.empty((dw.rows, n), dtype=out.dtype, device=out.device)
+    else:
+        y = torch.empty((dw.rows, n), dtype=b.dtype, device=b.device)
+    with torch.no_grad():
+        _launch(dw, _kernel_input(b), n, y.detach(), bias_t)
+        if out is not None and y is not out:
+            out.copy_(y)
+    return out if out is not None else y
+
+
+def linear_cuda(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None) -> Any:
+    """x Wᵀ + bias on the GPU for x [..., K] (CUDA, the weight's dtype) -> [..., R]. The kernel
+    computes W xᵀ: x is transposed into a padded [K, M] buffer and the result transposed back."""
+    _require_cuda_build()
+    torch = _torch()
+    if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
+        raise ValueError("x must be a CUDA torch tensor")
+    dw = device_weight(w, x.device)
+    _check_activation(x, "x", dw)
+    if x.dim() < 1 or int(x.shape[-1]) != dw.cols:
+        raise ValueError(f"x must have shape (..., {dw.cols}), got {tuple(x.shape)}")
+    lead = tuple(x.shape[:-1])
+    x2 = x.detach().reshape(-1, dw.cols)
+    m = int(x2.shape[0])
+    if out is not None and (tuple(out.shape) != lead + (dw.rows,) or _dtype_name(out) != dw.dtype
+                            or out.device != x.device):
+        raise ValueError(f"out must be a {dw.dtype} tensor of shape {lead + (dw.rows,)} on {x.device}")
+    with torch.no_grad():
+        xt = torch.empty((dw.cols, max(-(-m // 8) * 8, 8)), dtype=x.dtype, device=x.device)
+        xt[:, :m].copy_(x2.t())
+        yt = torch.empty((dw.rows, m), dtype=x.dtype, device=x.device)
+        _launch(dw, xt, m, yt, _bias(bias, dw, x.device))
+        y = yt.t().reshape(lead + (dw.rows,))
+        if out is not None:
+            out.copy_(y)
+            return out
+        return y.contiguous()

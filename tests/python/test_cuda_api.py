@@ -1,0 +1,121 @@
+"""CPU-side parts of the CUDA path: the device-ready layout (against the golden sptc lane words and
+the PTX fragment rule) and clean errors where no GPU is usable. The kernel itself is checked by
+tests/cpp/test_cuda_emulation.cpp (CPU emulation) and tests/gpu/ (on a GPU)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hinm
+from hinm import _C, _cuda
+
+torch = pytest.importorskip("torch")
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "sptc"
+
+
+def _pack(values, positions, rows, cols, v, kept):
+    slots = -(-rows // v) * v
+    fr, fc, lr, lc = _C.cuda_layout_shape(slots, kept)
+    frag = torch.empty((fr, fc), dtype=values.dtype)
+    words = torch.empty((lr, lc), dtype=torch.uint32)
+    _C.cuda_pack_layout(values, positions, rows, cols, v, kept, frag, words)
+    return frag, words
+
+
+def _positions_from_dense(dense: np.ndarray) -> np.ndarray:
+    m, k = dense.shape
+    pos = np.zeros((m, k // 2), np.uint8)
+    for r in range(m):
+        for q in range(k // 4):
+            nz = np.flatnonzero(dense[r, 4 * q:4 * q + 4])
+            assert len(nz) == 2
+            pos[r, 2 * q:2 * q + 2] = nz
+    return pos
+
+
+@pytest.mark.parametrize("name", ["f16_32x64", "bf16_64x128"])
+def test_lane_words_equal_the_golden_cutlass_blocks(name):
+    d = np.load(DATA / f"{name}.npz")
+    dense, vals = d["dense"], d["values"]
+    if name.startswith("bf16"):
+        values = torch.from_numpy(vals.view(np.int16)).view(torch.bfloat16)
+        nz = dense != 0  # bit patterns: 0 is +0.0
+    else:
+        values = torch.from_numpy(vals)
+        nz = dense != 0
+    m, k = dense.shape
+    pos = _positions_from_dense(nz.astype(np.uint8))
+    _, words = _pack(values, torch.from_numpy(pos), m, k, m, k)
+    ks = words.shape[1] // 32
+    mine = words.numpy().reshape(-1, ks, 32)
+    golden = d["lane_words"]
+    for rb in range(m // 32):
+        for c2 in range(k // 32):  # CUTLASS orders blocks K-slice major: c2 * (m/32) + R
+            np.testing.assert_array_equal(mine[rb, c2], golden[c2 * (m // 32) + rb])
+    # padding columns and rows carry the legal code (0, 1) in every nibble
+    assert (mine[:, k // 32:] == 0x44444444).all()
+    assert (mine[m // 32:] == 0x44444444).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fragment_values_follow_the_ptx_a_fragment(dtype):
+    rng = np.random.default_rng(3)
+    rows, kept, v = 40, 72, 40
+    vals = torch.from_numpy(rng.integers(-50, 50, (rows, kept // 2)).astype(np.float32)).to(dtype)
+    pos = torch.tensor([[0, 1], [1, 3]], dtype=torch.uint8).repeat(rows, kept // 8).reshape(rows, kept // 2)
+    frag, _ = _pack(vals, pos, rows, kept, v, kept)
+    ks = frag.shape[1] * 2 // 32
+    f = frag.float().numpy().reshape(-1, ks, 32, 8)
+    ref = np.zeros((f.shape[0] * 16, ks * 16), np.float32)
+    ref[:rows, :kept // 2] = vals.float().numpy()
+    for mi in range(f.shape[0]):
+        for kk in range(ks):
+            for lane in range(32):
+                g, t = divmod(lane, 4)
+                r0, c0 = 16 * mi, 16 * kk
+                expect = [ref[r0 + g, c0 + 2 * t], ref[r0 + g, c0 + 2 * t + 1],
+                          ref[r0 + g + 8, c0 + 2 * t], ref[r0 + g + 8, c0 + 2 * t + 1],
+                          ref[r0 + g, c0 + 8 + 2 * t], ref[r0 + g, c0 + 9 + 2 * t],
+                          ref[r0 + g + 8, c0 + 8 + 2 * t], ref[r0 + g + 8, c0 + 9 + 2 * t]]
+                np.testing.assert_array_equal(f[mi, kk, lane], expect)
+
+
+def test_pack_rejects_bad_patterns_and_positions():
+    vals = torch.zeros((32, 32), dtype=torch.float16)
+    pos = torch.tensor([0, 1], dtype=torch.uint8).repeat(32, 16)
+    _pack(vals, pos, 32, 64, 32, 64)
+    bad = pos.clone()
+    bad[3, 4] = 1  # group (1, 1)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        _pack(vals, bad, 32, 64, 32, 64)
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        _pack(vals.float(), pos, 32, 64, 32, 64)
+
+
+def test_cuda_entry_points_fail_cleanly_without_a_gpu():
+    w = hinm.compress_nm(torch.randn(64, 128).half(), 2, 4)
+    x = torch.randn(8, 128).half()
+    if not hinm.built_with_cuda():
+        for call in (lambda: _cuda.linear_cuda(x, w), lambda: _cuda.spmm_cuda(w, x.t())):
+            with pytest.raises(RuntimeError, match="built without CUDA"):
+                call()
+        return
+    with pytest.raises(ValueError, match="CUDA torch tensor"):
+        _cuda.linear_cuda(x, w)
+    with pytest.raises(ValueError, match="CUDA torch tensor"):
+        _cuda.spmm_cuda(w, x.t())
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            _cuda.device_weight(w, "cuda")
+    with pytest.raises(ValueError, match="must be a CUDA array"):
+        frag, words = _pack(w.values, w.indices, 64, 128, 64, 128)
+        _C.cuda_hinm_spmm(frag, words, None, None, None, 64, 128, 64, 128, x.t().contiguous(), 8,
+                          torch.empty(64, 8).half(), 0)
+
+
+def test_cuda_path_rejects_other_patterns():
+    w = hinm.compress_nm(torch.randn(16, 32).half(), 2, 8)
+    with pytest.raises(ValueError, match="2:4"):
+        _cuda._canonical(w)
