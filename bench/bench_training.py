@@ -117,7 +117,7 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(RECIPES)
     xs = np.arange(len(PATTERNS))
     for j, recipe in enumerate(RECIPES):
@@ -129,7 +129,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_ylim(max(0, lo - 3), 100)
     ax.set_ylabel("digits test accuracy (%)")
     ax.set_title(f"N:M / HiNM training recipes, 64-{HIDDEN}-{HIDDEN}-10 MLP on digits, same steps each")
-    ax.legend(fontsize=8, ncol=len(RECIPES), loc="lower left")
+    ax.legend(fontsize=8, ncol=len(RECIPES), loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -120,14 +120,6 @@ def test_mask_decay_time_counts_from_first_sparse_step_and_finetune_is_hard():
 
 
 # ---- one step, by hand -------------------------------------------------------------------
-def one_step(model, rec, x, c, lr, via_optimizer):
-    """Forward/backward of loss = sum(c ⊙ model(x)) for a one-layer model; returns W_eff used."""
-    layer = model[0]
-    out = model(x)
-    (out * c).sum().backward()
-    return out
-
-
 @pytest.mark.parametrize("via_optimizer", [False, True])
 @pytest.mark.parametrize("recipe", ["linear", "exp", "structure", "srste"])
 @pytest.mark.parametrize("cfg", ["2:4", "hinm:v4:0.5:2:4"])
