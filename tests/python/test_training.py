@@ -352,3 +352,24 @@ def test_bad_configs_raise():
     rec.finalize()
     with pytest.raises(RuntimeError, match="finalized"):
         rec.step()
+
+
+def test_masks_recomputed_only_every_k_steps():
+    gen = torch.Generator().manual_seed(4)
+    model = mlp(gen)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    rec = T.MaskDecay(model, "2:4", schedule="exp", decay=0.1, dense_steps=1, mask_every=3)
+    previous, changed_between = None, 0
+    for g in range(1, 11):
+        model(dyadic(gen, 4, 16)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        rec.step()
+        mask, fresh = rec.masks["0.weight"], ref_mask(original(model[0]), hinm.NMConfig(2, 4))
+        if (g - 1) % 3 == 0:
+            assert torch.equal(mask, fresh), g
+        else:
+            assert torch.equal(mask, previous), g
+            changed_between += not torch.equal(mask, fresh)
+        previous = mask
+    assert changed_between > 0   # the weights did move the would-be mask in between
