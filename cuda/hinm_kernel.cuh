@@ -22,6 +22,7 @@ struct SpmmParams {
   const void* bias;              // [R] or null
   int64_t rows, kept, kslices, n, ldx, ldy;
   int v;
+  bool accumulate;               // y += W x (+ bias) instead of y = ...
 };
 
 __device__ __forceinline__ void cp_async16(uint32_t smem_addr, const void* gmem, bool valid) {
@@ -99,7 +100,7 @@ __device__ __forceinline__ void load_stage(const SpmmParams& p, uint32_t stage_a
 }
 
 template <class T, int BM>
-__global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS) hinm_spmm_kernel(const SpmmParams p) {
+__global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS, cuda_tile::Tile<BM>::MIN_BLOCKS) hinm_spmm_kernel(const SpmmParams p) {
   using G = cuda_tile::Tile<BM>;
   static_assert(G::META_CHUNKS <= G::THREADS, "one lane-word chunk per thread at most");
   extern __shared__ __align__(128) uint8_t smem[];
@@ -173,7 +174,11 @@ __global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS) hinm_spmm_kernel
 #pragma unroll
       for (int nt = 0; nt < cuda_tile::N8; ++nt) {
         const int64_t col = cuda_tile::out_col(n0, wn, nt, lane, 2 * half);
-        const float v0 = acc[mt][nt][2 * half] + b, v1 = acc[mt][nt][2 * half + 1] + b;
+        float v0 = acc[mt][nt][2 * half] + b, v1 = acc[mt][nt][2 * half + 1] + b;
+        if (p.accumulate) {
+          if (col < p.n) v0 += Mma<T>::to_float(yrow[col]);
+          if (col + 1 < p.n) v1 += Mma<T>::to_float(yrow[col + 1]);
+        }
         if (pairs && col + 1 < p.n) {
           *reinterpret_cast<uint32_t*>(yrow + col) = Mma<T>::pack(v0, v1);
         } else {

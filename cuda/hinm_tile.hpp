@@ -38,6 +38,9 @@ struct Tile {
   static_assert(BM % 32 == 0 && BM <= cuda_layout::kSlotAlign, "BM must be 32, 64 or 128");
   static constexpr int WARPS_M = BM / 32;
   static constexpr int THREADS = WARPS_M * WARPS_N * 32;
+  // Two blocks per SM fit the shared memory of sm_80/sm_90 for every BM; for BM = 128 this caps
+  // registers at 128 per thread (no spills, see tests/python/test_cuda_build.py).
+  static constexpr int MIN_BLOCKS = 2;
   static constexpr int A_CHUNKS = BM / 16 * KSTEPS * 32;   // 16 B each
   static constexpr int META_CHUNKS = BM / 32 * KSTEPS * 8;  // 128-B block = 8 chunks
   static constexpr int B_CHUNKS = BK * B_CHUNKS_PER_ROW;

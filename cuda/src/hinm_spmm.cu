@@ -59,7 +59,7 @@ void launch_bm(const cuda_kernel::SpmmParams& p, int bm, int64_t slots, cudaStre
 }  // namespace
 
 void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t ldx, void* y, int64_t ldy,
-                    const void* bias, void* stream) {
+                    const void* bias, bool accumulate, void* stream) {
   check_args(w, x, n, ldx, y, ldy);
   if (w.rows == 0 || n == 0) return;
   cuda_kernel::SpmmParams p{};
@@ -70,6 +70,7 @@ void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t l
   p.x = static_cast<const uint8_t*>(x);
   p.y = y;
   p.bias = bias;
+  p.accumulate = accumulate;
   p.rows = w.rows;
   p.kept = w.kept;
   p.kslices = cuda_layout::kslices(w.kept);

@@ -79,7 +79,7 @@ void bind_cuda(nb::module_& m) {
 
   m.def("cuda_hinm_spmm", [](InArray frag_values, InArray lane_words, std::optional<InArray> col_idx,
                              std::optional<InArray> row_perm, std::optional<InArray> bias, int64_t rows, int64_t cols,
-                             int v, int64_t kept, InArray x, int64_t n, OutArray y, uintptr_t stream) {
+                             int v, int64_t kept, InArray x, int64_t n, OutArray y, bool accumulate, uintptr_t stream) {
     const auto f = device_array(frag_values, "frag_values");
     const int dev = f.device;
     hinm::HiNMDeviceView w;
@@ -120,10 +120,10 @@ void bind_cuda(nb::module_& m) {
       throw nb::value_error(("n=" + std::to_string(n) + " does not fit x (" + std::to_string(xa.cols) +
                              " columns, needs roundup(n, 8)) or y (" + std::to_string(ya.cols) + " columns)").c_str());
     nb::gil_scoped_release nogil;
-    hinm::cuda_hinm_spmm(w, xa.data, n, xa.stride, const_cast<void*>(ya.data), ya.stride, bias_ptr,
+    hinm::cuda_hinm_spmm(w, xa.data, n, xa.stride, const_cast<void*>(ya.data), ya.stride, bias_ptr, accumulate,
                          reinterpret_cast<void*>(stream));
   }, nb::arg("frag_values"), nb::arg("lane_words"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
      nb::arg("bias").none(), nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("x"),
-     nb::arg("n"), nb::arg("y"), nb::arg("stream"),
-     "y[row_perm[s], :n] = W x[:, :n] (+ bias) on the GPU; asynchronous on `stream` (a cudaStream_t as int)");
+     nb::arg("n"), nb::arg("y"), nb::arg("accumulate"), nb::arg("stream"),
+     "y[row_perm[s], :n] (+)= W x[:, :n] (+ bias) on the GPU; asynchronous on `stream` (a cudaStream_t as int)");
 }

@@ -108,8 +108,9 @@ def _dtype_name(t: Any) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def device_weight(w: Any, device: Any) -> DeviceWeight:
-    """The device-ready layout of weight `w` on `device` (built once, then cached on `w`)."""
+def device_weight(w: Any, device: Any, dtype: Optional[str] = None) -> DeviceWeight:
+    """The device-ready layout of weight `w` on `device` (built once per device and dtype, then
+    cached on `w`). dtype: 'float16' or 'bfloat16' to cast the values to (default: their own)."""
     _require_cuda_build()
     torch = _torch()
     device = torch.device(device)
@@ -119,12 +120,19 @@ def device_weight(w: Any, device: Any) -> DeviceWeight:
         raise RuntimeError("no CUDA device is available (or torch was built without CUDA)")
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    if dtype is not None and dtype not in CUDA_DTYPES:
+        raise TypeError(f"the CUDA kernel runs float16 or bfloat16, got {dtype}")
+    key = (device, dtype)
     with _cache_lock:
         per_weight = _cache.get(w)
-        if per_weight is not None and device in per_weight:
-            return per_weight[device]
+        if per_weight is not None and key in per_weight:
+            return per_weight[key]
     c = _canonical(w)
     values = _as_torch_cpu(c.values)
+    if dtype is not None and _dtype_name(values) != dtype:
+        if _dtype_name(values) not in ("float32", "float16", "bfloat16"):
+            raise TypeError(f"cannot run {_dtype_name(values)} weight values on the CUDA kernel")
+        values = values.to(getattr(torch, dtype))
     dt = _dtype_name(values)
     if dt not in CUDA_DTYPES:
         raise TypeError(f"the CUDA kernel needs float16 or bfloat16 weight values, got {dt}")
@@ -137,30 +145,32 @@ def device_weight(w: Any, device: Any) -> DeviceWeight:
     col_idx = None if c.col_idx is None else _as_torch_cpu(c.col_idx).to(torch.int32).to(device)
     row_perm = None if c.row_perm is None else _as_torch_cpu(c.row_perm).to(torch.int64).reshape(-1).to(device)
     dw = DeviceWeight(frag.to(device), words.to(device), col_idx, row_perm, c.rows, c.cols, c.v, c.kept, dt)
-    log.debug("hinm: device layout for %s on %s (%d x %d, v=%d, kept=%d)", type(w).__name__, device, c.rows,
-              c.cols, c.v, c.kept)
+    log.debug("hinm: device layout for %s on %s (%d x %d, v=%d, kept=%d, %s)", type(w).__name__, device, c.rows,
+              c.cols, c.v, c.kept, dt)
     try:
         with _cache_lock:
-            _cache.setdefault(w, {})[device] = dw
+            _cache.setdefault(w, {})[key] = dw
     except TypeError:  # not weak-referenceable: no caching
         pass
     return dw
 
 
-def _check_activation(x: Any, name: str, dw: DeviceWeight) -> None:
+def _activation_dtype(x: Any, name: str) -> str:
     torch = _torch()
     if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
         raise ValueError(f"{name} must be a CUDA torch tensor")
-    if _dtype_name(x) != dw.dtype:
-        raise TypeError(f"{name} has dtype {_dtype_name(x)}, the weight {dw.dtype}")
+    dt = _dtype_name(x)
+    if dt not in CUDA_DTYPES:
+        raise TypeError(f"{name}: the CUDA kernel runs float16 or bfloat16 activations, got {dt}")
+    return dt
 
 
-def _launch(dw: DeviceWeight, xk: Any, n: int, y: Any, bias: Optional[Any]) -> None:
+def _launch(dw: DeviceWeight, xk: Any, n: int, y: Any, bias: Optional[Any], accumulate: bool) -> None:
     torch = _torch()
     with torch.cuda.device(xk.device):
         stream = torch.cuda.current_stream(xk.device).cuda_stream
         _C.cuda_hinm_spmm(dw.frag_values, dw.lane_words, dw.col_idx, dw.row_perm, bias, dw.rows, dw.cols, dw.v,
-                          dw.kept, xk, n, y, int(stream))
+                          dw.kept, xk, n, y, bool(accumulate), int(stream))
 
 
 def _kernel_input(b: Any) -> Any:
@@ -184,62 +194,73 @@ def _bias(bias: Optional[Any], dw: DeviceWeight, device: Any) -> Optional[Any]:
     bias = torch.as_tensor(bias, device=device)
     if tuple(bias.shape) != (dw.rows,):
         raise ValueError(f"bias must have shape ({dw.rows},), got {tuple(bias.shape)}")
-    return bias.to(getattr(torch, dw.dtype)).contiguous()
+    return bias.detach().to(getattr(torch, dw.dtype)).contiguous()
 
 
-def spmm_cuda(w: Any, b: Any, out: Optional[Any] = None, bias: Optional[Any] = None) -> Any:
-    """W @ B (+ bias[:, None]) on the GPU. b: CUDA tensor [K, N] with the weight's dtype
-    (float16/bfloat16); returns (or fills `out`) [R, N]. Accumulation in float32."""
+def _check_out(out: Optional[Any], shape: tuple, dtype: str, device: Any, accumulate: bool) -> None:
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs an out= buffer to add into")
+        return
+    torch = _torch()
+    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or _dtype_name(out) != dtype
+            or out.device != device):
+        raise ValueError(f"out must be a {dtype} tensor of shape {shape} on {device}")
+
+
+def spmm_cuda(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False,
+              bias: Optional[Any] = None) -> Any:
+    """W @ B (+ bias[:, None]) on the GPU. b: CUDA tensor [K, N], float16 or bfloat16 (the weight's
+    values are cast to it once, cached); returns (or fills `out`, adding to it with
+    accumulate=True) [R, N]. Accumulation in float32."""
     _require_cuda_build()
     torch = _torch()
-    if not isinstance(b, torch.Tensor) or b.device.type != "cuda":
-        raise ValueError("b must be a CUDA torch tensor")
-    dw = device_weight(w, b.device)
-    _check_activation(b, "b", dw)
+    dt = _activation_dtype(b, "b")
+    dw = device_weight(w, b.device, dt)
     if b.dim() != 2 or int(b.shape[0]) != dw.cols:
         raise ValueError(f"b must have shape ({dw.cols}, N), got {tuple(b.shape)}")
     n = int(b.shape[1])
-    b = b.detach()
-    bias_t = _bias(bias, dw, b.device)
-    y = out
-    if out is not None:
-        if tuple(out.shape) != (dw.rows, n) or _dtype_name(out) != dw.dtype or out.device != b.device:
-            raise ValueError(f"out must be a {dw.dtype} tensor of shape {(dw.rows, n)} on {b.device}")
-        if out.stride(1) != 1 and n > 1:
-            y = torch.empty((dw.rows, n), dtype=out.dtype, device=out.device)
-    else:
-        y = torch.empty((dw.rows, n), dtype=b.dtype, device=b.device)
+    _check_out(out, (dw.rows, n), dt, b.device, accumulate)
     with torch.no_grad():
-        _launch(dw, _kernel_input(b), n, y.detach(), bias_t)
-        if out is not None and y is not out:
+        b = b.detach()
+        bias_t = _bias(bias, dw, b.device)
+        if out is None:
+            y = torch.empty((dw.rows, n), dtype=b.dtype, device=b.device)
+        elif out.stride(1) == 1 or n <= 1:
+            y = out.detach()
+        else:
+            y = out.detach().contiguous() if accumulate else torch.empty_like(out, memory_format=torch.contiguous_format)
+        _launch(dw, _kernel_input(b), n, y, bias_t, accumulate)
+        if out is not None and y.data_ptr() != out.data_ptr():
             out.copy_(y)
     return out if out is not None else y
 
 
-def linear_cuda(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None) -> Any:
-    """x Wᵀ + bias on the GPU for x [..., K] (CUDA, the weight's dtype) -> [..., R]. The kernel
-    computes W xᵀ: x is transposed into a padded [K, M] buffer and the result transposed back."""
+def linear_cuda(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None,
+                accumulate: bool = False) -> Any:
+    """x Wᵀ + bias on the GPU for x [..., K] (CUDA, float16/bfloat16) -> [..., R]; `out` /
+    `accumulate` as in spmm_cuda. The kernel computes W xᵀ: x is transposed into a padded [K, M]
+    buffer and the result transposed back."""
     _require_cuda_build()
     torch = _torch()
-    if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
-        raise ValueError("x must be a CUDA torch tensor")
-    dw = device_weight(w, x.device)
-    _check_activation(x, "x", dw)
+    dt = _activation_dtype(x, "x")
+    dw = device_weight(w, x.device, dt)
     if x.dim() < 1 or int(x.shape[-1]) != dw.cols:
         raise ValueError(f"x must have shape (..., {dw.cols}), got {tuple(x.shape)}")
     lead = tuple(x.shape[:-1])
-    x2 = x.detach().reshape(-1, dw.cols)
-    m = int(x2.shape[0])
-    if out is not None and (tuple(out.shape) != lead + (dw.rows,) or _dtype_name(out) != dw.dtype
-                            or out.device != x.device):
-        raise ValueError(f"out must be a {dw.dtype} tensor of shape {lead + (dw.rows,)} on {x.device}")
+    _check_out(out, lead + (dw.rows,), dt, x.device, accumulate)
     with torch.no_grad():
+        x2 = x.detach().reshape(-1, dw.cols)
+        m = int(x2.shape[0])
         xt = torch.empty((dw.cols, max(-(-m // 8) * 8, 8)), dtype=x.dtype, device=x.device)
         xt[:, :m].copy_(x2.t())
         yt = torch.empty((dw.rows, m), dtype=x.dtype, device=x.device)
-        _launch(dw, xt, m, yt, _bias(bias, dw, x.device))
+        _launch(dw, xt, m, yt, _bias(bias, dw, x.device), False)
         y = yt.t().reshape(lead + (dw.rows,))
-        if out is not None:
+        if out is None:
+            return y.contiguous()
+        if accumulate:
+            out.add_(y)
+        else:
             out.copy_(y)
-            return out
-        return y.contiguous()
+        return out

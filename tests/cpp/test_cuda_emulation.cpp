@@ -89,6 +89,7 @@ void mma_sp_m16n8k32(const uint32_t a[32][4], const uint32_t b[32][4], const uin
 struct Case {
   int64_t R, K, v, Kt, N;
   bool bf16, permute, plain, bias;
+  bool accumulate = false;  // y += W x (+ bias)
 };
 
 struct Weight {
@@ -210,7 +211,8 @@ void emulate(const Case& c, const Weight& w, const Device& d, std::vector<uint16
                 if (s >= c.R || col >= c.N) continue;
                 const int64_t row = row_perm ? row_perm[s] : s;
                 const float b = c.bias ? from16(d.bias[row], c.bf16) : 0.f;
-                y[row * c.N + col] = to16(acc[warp][mt][nt][lane][r] + b, c.bf16);
+                const float old = c.accumulate ? from16(y[row * c.N + col], c.bf16) : 0.f;
+                y[row * c.N + col] = to16(acc[warp][mt][nt][lane][r] + b + old, c.bf16);
               }
       }
     }
@@ -247,6 +249,12 @@ void run_case(const Case& c, std::mt19937& rng) {
   for (float b : bias) d.bias.push_back(to16(b, c.bf16));
 
   std::vector<uint16_t> y(c.R * c.N, to16(NAN, c.bf16));
+  std::vector<float> y0(c.R * c.N, 0.f);
+  if (c.accumulate)
+    for (int64_t i = 0; i < c.R * c.N; ++i) {
+      y0[i] = float(val(rng));
+      y[i] = to16(y0[i], c.bf16);
+    }
   const int bm = ct::block_rows(int(c.v), !c.plain);
   if (bm == 128) emulate<128>(c, w, d, y);
   else if (bm == 64) emulate<64>(c, w, d, y);
@@ -255,7 +263,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   int bad = 0;
   for (int64_t r = 0; r < c.R; ++r)
     for (int64_t n = 0; n < c.N; ++n) {
-      double s = bias[r];
+      double s = bias[r] + y0[r * c.N + n];
       for (int64_t k = 0; k < c.K; ++k) s += double(w.dense[r * c.K + k]) * xf[k * c.N + n];
       const uint16_t expect = to16(float(s), c.bf16);
       if (y[r * c.N + n] != expect && bad++ < 5) CHECK_EQ(from16(y[r * c.N + n], c.bf16), float(s));
@@ -273,6 +281,7 @@ TEST(emulated_kernel_reproduces_dense_hinm_product) {
   run_case({133, 96, 128, 48, 8, true, true, false, true}, rng);      // BM 128, bf16, padded last tile
   run_case({96, 160, 96, 64, 21, true, false, false, false}, rng);    // v = 96 -> BM 32, no permutation
   run_case({200, 192, 64, 192, 1, false, true, false, true}, rng);    // Kt == K (input permutation only), N = 1
+  run_case({64, 128, 64, 64, 24, false, true, false, true, true}, rng); // accumulate into y
 }
 
 TEST(emulated_kernel_reproduces_plain_2_4_product) {

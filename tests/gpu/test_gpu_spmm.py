@@ -107,3 +107,31 @@ def test_device_layout_is_cached():
     w, _ = random_hinm(64, 128, 64, 0.5, torch.float16, False, seed=1)
     a = _cuda.device_weight(w, "cuda")
     assert _cuda.device_weight(w, torch.device("cuda", torch.cuda.current_device())) is a
+
+
+def test_accumulate_adds_into_out():
+    w, dense = random_hinm(128, 256, 64, 0.5, torch.float16, True, seed=3)
+    x = torch.randn(256, 40, device="cuda").half()
+    out = torch.randn(128, 40, device="cuda").half()
+    ref = dense @ x.double().cpu() + out.double().cpu()
+    assert _cuda.spmm_cuda(w, x, out=out, accumulate=True) is out
+    assert rel_err(out, ref) <= 1e-3
+    xl = torch.randn(5, 256, device="cuda").half()
+    outl = torch.randn(5, 128, device="cuda").half()
+    refl = xl.double().cpu() @ dense.t() + outl.double().cpu()
+    _cuda.linear_cuda(xl, w, out=outl, accumulate=True)
+    assert rel_err(outl, refl) <= 1e-3
+    with pytest.raises(ValueError, match="accumulate"):
+        _cuda.spmm_cuda(w, x, accumulate=True)
+
+
+def test_float32_weight_values_run_in_the_activation_dtype():
+    w, dense = random_hinm(64, 128, 64, 0.5, torch.float16, False, seed=4)
+    w.values = w.values.float()
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.randn(128, 16, device="cuda").to(dtype)
+        y = _cuda.spmm_cuda(w, x)
+        assert y.dtype == dtype
+        assert rel_err(y, dense @ x.double().cpu()) <= TOL[dtype]
+    with pytest.raises(TypeError, match="float16 or bfloat16"):
+        _cuda.spmm_cuda(w, torch.randn(128, 16, device="cuda"))

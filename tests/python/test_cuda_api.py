@@ -112,7 +112,7 @@ def test_cuda_entry_points_fail_cleanly_without_a_gpu():
     with pytest.raises(ValueError, match="must be a CUDA array"):
         frag, words = _pack(w.values, w.indices, 64, 128, 64, 128)
         _C.cuda_hinm_spmm(frag, words, None, None, None, 64, 128, 64, 128, x.t().contiguous(), 8,
-                          torch.empty(64, 8).half(), 0)
+                          torch.empty(64, 8).half(), False, 0)
 
 
 def test_cuda_path_rejects_other_patterns():

@@ -29,10 +29,11 @@ struct HiNMDeviceView {
 // Y[row_perm[s], :] = sum_j W[s, j] * X[col_idx[s/v][j], :] (+ bias[row_perm[s]]), i.e. Y = W X
 // in original coordinates. x: [K, n] row-major with row stride ldx (elements, a multiple of 8,
 // ldx >= roundup(n, 8), 16-byte aligned base; columns n..roundup(n,8)-1 are read and ignored).
-// y: [R, n] row-major, row stride ldy (>= n). bias: [R] or null. stream: a cudaStream_t (null =
+// y: [R, n] row-major, row stride ldy (>= n). bias: [R] or null. accumulate: add to y instead of
+// overwriting it (the sum is rounded once). stream: a cudaStream_t (null =
 // default stream). Asynchronous; throws std::invalid_argument for bad arguments and
 // std::runtime_error for CUDA errors. v must be a multiple of 32 unless col_idx is null.
 void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t ldx, void* y, int64_t ldy,
-                    const void* bias, void* stream);
+                    const void* bias, bool accumulate, void* stream);
 
 }  // namespace hinm
