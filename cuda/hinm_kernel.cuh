@@ -114,9 +114,10 @@ __global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS, cuda_tile::Tile<
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int wm = warp / cuda_tile::WARPS_N, wn = warp % cuda_tile::WARPS_N;
 
-  float acc[2][cuda_tile::N8][4];
+  constexpr int MT = G::MT;
+  float acc[MT][cuda_tile::N8][4];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int nt = 0; nt < cuda_tile::N8; ++nt)
 #pragma unroll
@@ -144,15 +145,25 @@ __global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS, cuda_tile::Tile<
     const uint32_t b_addr = st_addr + G::A_BYTES + G::META_BYTES;
 #pragma unroll
     for (int ks = 0; ks < cuda_tile::KSTEPS; ++ks) {
-      const uint32_t e = meta_s[cuda_tile::meta_word(wm, ks, lane)];
-      const uint4 a0 = a_s[cuda_tile::a_frag_chunk(wm, 0, ks, lane)];
-      const uint4 a1 = a_s[cuda_tile::a_frag_chunk(wm, 1, ks, lane)];
+      uint32_t e[MT / 2];
+      uint4 a[MT];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int mtile = wm * MT + mt;
+        if (mt % 2 == 0) e[mt / 2] = meta_s[cuda_tile::meta_word(mtile, ks, lane)];
+        a[mt] = a_s[cuda_tile::a_frag_chunk(mtile, ks, lane)];
+      }
 #pragma unroll
       for (int nt = 0; nt < cuda_tile::N8; ++nt) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, b_addr + 2 * cuda_tile::b_ldmatrix_elem(wn, nt, ks, lane));
-        Mma<T>::template run<0>(acc[0][nt], a0, b, e);
-        Mma<T>::template run<1>(acc[1][nt], a1, b, e);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {  // the selector is an immediate: (wm * MT + mt) % 2 == mt % 2
+          if (cuda_tile::selector(wm * MT + mt) == 0)
+            Mma<T>::template run<0>(acc[mt][nt], a[mt], b, e[mt / 2]);
+          else
+            Mma<T>::template run<1>(acc[mt][nt], a[mt], b, e[mt / 2]);
+        }
       }
     }
   }
@@ -163,10 +174,10 @@ __global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS, cuda_tile::Tile<
   const T* bias = static_cast<const T*>(p.bias);
   const bool pairs = (p.ldy % 2 == 0) && (reinterpret_cast<uintptr_t>(p.y) % 4 == 0);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int64_t s = cuda_tile::out_slot(slot0, wm, mt, lane, 2 * half);
+      const int64_t s = cuda_tile::out_slot(slot0, wm * MT + mt, lane, 2 * half);
       if (s >= p.rows) continue;
       const int64_t row = p.row_perm ? p.row_perm[s] : s;
       const float b = bias ? Mma<T>::to_float(bias[row]) : 0.f;

@@ -6,8 +6,8 @@
 // Kernel: Y[row_perm[s], n] = sum_j Wk[s, j] * X[col_idx[t][j], n] (+ bias), Wk = the
 // vector-compressed [S, Kt] matrix (2:4 along j), t = s / v. One thread block = BM slot rows (all
 // in one HiNM tile) x BN columns of X; K advances BK kept columns per pipeline stage. Warps are
-// WARPS_M x WARPS_N, each owning 32 rows (two m16 tiles sharing one lane word, selectors 0 and 1)
-// x 64 columns (eight n8 tiles).
+// WARPS_M x WARPS_N, each owning WARP_M rows (64 for BM = 128, else 32: MT m16 tiles, each pair
+// sharing one lane word with selectors 0 and 1) x 64 columns (eight n8 tiles).
 //
 // Shared memory per stage: [A fragments | lane words | B rows].
 //   A:    [BM/16][BK/32][32 lanes] x 16 B   (copied verbatim from the fragment-ordered values)
@@ -36,7 +36,9 @@ constexpr int B_CHUNKS_PER_ROW = BN / 8;     // 16-byte chunks in one gathered r
 template <int BM>
 struct Tile {
   static_assert(BM % 32 == 0 && BM <= cuda_layout::kSlotAlign, "BM must be 32, 64 or 128");
-  static constexpr int WARPS_M = BM / 32;
+  static constexpr int WARP_M = BM == 128 ? 64 : 32;  // 64: each B fragment feeds four m16 tiles
+  static constexpr int MT = WARP_M / 16;               // m16 tiles per warp
+  static constexpr int WARPS_M = BM / WARP_M;
   static constexpr int THREADS = WARPS_M * WARPS_N * 32;
   // Two blocks per SM fit the shared memory of sm_80/sm_90 for every BM; for BM = 128 this caps
   // registers at 128 per thread (no spills, see tests/python/test_cuda_build.py).
@@ -93,12 +95,13 @@ HINM_HD Chunk b_chunk(int i, const int32_t* tile_cols, int64_t kept, int64_t kt,
 }
 
 // ---- warp-level reads ------------------------------------------------------------------------
-// 16-byte A fragment of m16 tile `mt` (0/1) of warp row `wm`, k step `ks`, for `lane`: chunk index.
-HINM_HD int a_frag_chunk(int wm, int mt, int ks, int lane) { return ((wm * 2 + mt) * KSTEPS + ks) * 32 + lane; }
-// Lane word of warp row `wm`, k step `ks`: u32 index into the stage's meta area.
-HINM_HD int meta_word(int wm, int ks, int lane) { return (wm * KSTEPS + ks) * 32 + lane; }
-// The sparsity selector of m16 tile mt: tile 0 reads lanes t=0,1 (selector 0), tile 1 lanes t=2,3.
-HINM_HD int selector(int mt) { return mt; }
+// m16 tiles of the block are numbered 0..BM/16-1; warp row wm owns tiles wm*MT .. wm*MT+MT-1.
+// 16-byte A fragment of m16 tile `mtile`, k step `ks`, for `lane`: chunk index in the stage.
+HINM_HD int a_frag_chunk(int mtile, int ks, int lane) { return (mtile * KSTEPS + ks) * 32 + lane; }
+// Lane word of m16 tile `mtile` (shared by tiles 2p and 2p+1), k step `ks`: u32 index in the stage.
+HINM_HD int meta_word(int mtile, int ks, int lane) { return ((mtile / 2) * KSTEPS + ks) * 32 + lane; }
+// The sparsity selector of m16 tile `mtile`: even tiles read lanes t=0,1 (selector 0), odd t=2,3.
+HINM_HD int selector(int mtile) { return mtile % 2; }
 // ldmatrix.x4.trans address (element offset in the B stage) supplied by `lane` for n8 tile `nt`
 // of warp column `wn`, k step `ks`: lanes 8i..8i+7 address rows 8i..8i+7 of the k32 slice, so
 // the four result registers are the B fragment b0..b3 of mma.m16n8k32.
@@ -110,10 +113,9 @@ HINM_HD int b_ldmatrix_elem(int wn, int nt, int ks, int lane) {
 // Accumulator register `reg` (0..3) of `lane` in an m16n8 tile: row and column inside the tile.
 HINM_HD int c_row(int lane, int reg) { return lane / 4 + 8 * (reg / 2); }
 HINM_HD int c_col(int lane, int reg) { return 2 * (lane % 4) + reg % 2; }
-// Slot row / column of X handled by (warp wm/wn, tiles mt/nt, lane, reg) in the block at slot0/n0.
-HINM_HD int64_t out_slot(int64_t slot0, int wm, int mt, int lane, int reg) {
-  return slot0 + wm * 32 + mt * 16 + c_row(lane, reg);
-}
+// Slot row / column of X handled by (m16 tile mtile / warp column wn, n8 tile nt, lane, reg) in
+// the block at slot0/n0.
+HINM_HD int64_t out_slot(int64_t slot0, int mtile, int lane, int reg) { return slot0 + mtile * 16 + c_row(lane, reg); }
 HINM_HD int64_t out_col(int64_t n0, int wn, int nt, int lane, int reg) {
   return n0 + wn * WARP_N + nt * 8 + c_col(lane, reg);
 }

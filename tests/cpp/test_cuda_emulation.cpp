@@ -171,7 +171,7 @@ void emulate(const Case& c, const Weight& w, const Device& d, std::vector<uint16
     for (int64_t bx = 0; bx < (c.N + ct::BN - 1) / ct::BN; ++bx) {
       const int64_t slot0 = by * BM, n0 = bx * ct::BN;
       const int32_t* tile_cols = col_idx ? col_idx + (slot0 / pv) * c.Kt : nullptr;
-      static float acc[G::WARPS_M * ct::WARPS_N][2][ct::N8][32][4];
+      static float acc[G::WARPS_M * ct::WARPS_N][G::MT][ct::N8][32][4];
       std::memset(acc, 0, sizeof(acc));
       for (int64_t kt = 0; kt < ktiles; ++kt) {
         std::fill(stage.begin(), stage.end(), uint8_t(0xA5));  // anything not copied is garbage
@@ -185,29 +185,31 @@ void emulate(const Case& c, const Weight& w, const Device& d, std::vector<uint16
         for (int warp = 0; warp < G::WARPS_M * ct::WARPS_N; ++warp) {
           const int wm = warp / ct::WARPS_N, wn = warp % ct::WARPS_N;
           for (int ks = 0; ks < ct::KSTEPS; ++ks) {
-            uint32_t e[32], a[2][32][4];
-            for (int lane = 0; lane < 32; ++lane) {
-              e[lane] = meta_s[ct::meta_word(wm, ks, lane)];
-              for (int mt = 0; mt < 2; ++mt)
-                for (int r = 0; r < 4; ++r) a[mt][lane][r] = a_s[ct::a_frag_chunk(wm, mt, ks, lane) * 4 + r];
-            }
+            uint32_t e[G::MT][32], a[G::MT][32][4];
+            for (int mt = 0; mt < G::MT; ++mt)
+              for (int lane = 0; lane < 32; ++lane) {
+                const int mtile = wm * G::MT + mt;
+                e[mt][lane] = meta_s[ct::meta_word(mtile, ks, lane)];
+                for (int r = 0; r < 4; ++r) a[mt][lane][r] = a_s[ct::a_frag_chunk(mtile, ks, lane) * 4 + r];
+              }
             for (int nt = 0; nt < ct::N8; ++nt) {
               int addr[32];
               for (int lane = 0; lane < 32; ++lane) addr[lane] = ct::b_ldmatrix_elem(wn, nt, ks, lane);
               uint32_t b[32][4];
               ldmatrix_x4_trans(b_s, addr, b);
-              for (int mt = 0; mt < 2; ++mt) mma_sp_m16n8k32(a[mt], b, e, ct::selector(mt), acc[warp][mt][nt], c.bf16);
+              for (int mt = 0; mt < G::MT; ++mt)
+                mma_sp_m16n8k32(a[mt], b, e[mt], ct::selector(wm * G::MT + mt), acc[warp][mt][nt], c.bf16);
             }
           }
         }
       }
       for (int warp = 0; warp < G::WARPS_M * ct::WARPS_N; ++warp) {
         const int wm = warp / ct::WARPS_N, wn = warp % ct::WARPS_N;
-        for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < G::MT; ++mt)
           for (int nt = 0; nt < ct::N8; ++nt)
             for (int lane = 0; lane < 32; ++lane)
               for (int r = 0; r < 4; ++r) {
-                const int64_t s = ct::out_slot(slot0, wm, mt, lane, r), col = ct::out_col(n0, wn, nt, lane, r);
+                const int64_t s = ct::out_slot(slot0, wm * G::MT + mt, lane, r), col = ct::out_col(n0, wn, nt, lane, r);
                 if (s >= c.R || col >= c.N) continue;
                 const int64_t row = row_perm ? row_perm[s] : s;
                 const float b = c.bias ? from16(d.bias[row], c.bf16) : 0.f;
