@@ -2,6 +2,7 @@
 // Instantiations: {f16, bf16} x BM {32, 64, 128} (six kernels; BM = the largest that divides v).
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -39,8 +40,16 @@ template <class T, int BM>
 void launch(const cuda_kernel::SpmmParams& p, int64_t slots, cudaStream_t stream) {
   using G = cuda_tile::Tile<BM>;
   auto kernel = cuda_kernel::hinm_spmm_kernel<T, BM>;
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::SMEM_BYTES),
-             "cudaFuncSetAttribute");
+  // The shared-memory opt-in is per device: set it once per (instantiation, device).
+  static std::atomic<uint64_t> opted_in{0};
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  const uint64_t bit = device < 64 ? uint64_t(1) << device : 0;
+  if (!bit || !(opted_in.load(std::memory_order_acquire) & bit)) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G::SMEM_BYTES),
+               "cudaFuncSetAttribute");
+    opted_in.fetch_or(bit, std::memory_order_acq_rel);
+  }
   const dim3 grid(unsigned((p.n + cuda_tile::BN - 1) / cuda_tile::BN), unsigned((slots + BM - 1) / BM));
   if (grid.y > 65535u) throw std::invalid_argument("cuda_hinm_spmm: too many rows for one launch");
   kernel<<<grid, G::THREADS, G::SMEM_BYTES, stream>>>(p);

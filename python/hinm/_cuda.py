@@ -104,6 +104,28 @@ def _canonical(w: Any) -> _Canonical:
     return _Canonical(values, positions, rows, cols, int(v), kept, col_idx, row_perm)
 
 
+def _checked_indices(c: _Canonical) -> tuple:
+    """col_idx (int32 [T, Kt]) and row_perm (int64 [R]) on the CPU, range-checked: the kernel
+    gathers and scatters through them without bounds checks."""
+    torch = _torch()
+    tiles = -(-c.rows // c.v)
+    col_idx = row_perm = None
+    if c.col_idx is not None:
+        col_idx = _as_torch_cpu(c.col_idx).to(torch.int64)
+        if tuple(col_idx.shape) != (tiles, c.kept):
+            raise ValueError(f"col_idx must have shape {(tiles, c.kept)}, got {tuple(col_idx.shape)}")
+        if col_idx.numel() and (int(col_idx.min()) < 0 or int(col_idx.max()) >= c.cols):
+            raise ValueError(f"col_idx holds a column outside [0, {c.cols})")
+        col_idx = col_idx.to(torch.int32).contiguous()
+    elif c.kept != c.cols:
+        raise ValueError(f"a weight without col_idx must keep every column (kept={c.kept}, K={c.cols})")
+    if c.row_perm is not None:
+        row_perm = _as_torch_cpu(c.row_perm).to(torch.int64).reshape(-1).contiguous()
+        if row_perm.numel() != c.rows or (c.rows and (int(row_perm.min()) < 0 or int(row_perm.max()) >= c.rows)):
+            raise ValueError(f"row_perm must hold {c.rows} rows in [0, {c.rows})")
+    return col_idx, row_perm
+
+
 def _dtype_name(t: Any) -> str:
     return str(t.dtype).removeprefix("torch.")
 
@@ -142,8 +164,9 @@ def device_weight(w: Any, device: Any, dtype: Optional[str] = None) -> DeviceWei
     frag = torch.empty((fr, fc), dtype=values.dtype)
     words = torch.empty((lr, lc), dtype=torch.uint32)
     _C.cuda_pack_layout(values, positions, c.rows, c.cols, c.v, c.kept, frag, words)
-    col_idx = None if c.col_idx is None else _as_torch_cpu(c.col_idx).to(torch.int32).to(device)
-    row_perm = None if c.row_perm is None else _as_torch_cpu(c.row_perm).to(torch.int64).reshape(-1).to(device)
+    col_idx, row_perm = _checked_indices(c)
+    col_idx = None if col_idx is None else col_idx.to(device)
+    row_perm = None if row_perm is None else row_perm.to(device)
     dw = DeviceWeight(frag.to(device), words.to(device), col_idx, row_perm, c.rows, c.cols, c.v, c.kept, dt)
     log.debug("hinm: device layout for %s on %s (%d x %d, v=%d, kept=%d, %s)", type(w).__name__, device, c.rows,
               c.cols, c.v, c.kept, dt)

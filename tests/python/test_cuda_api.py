@@ -119,3 +119,23 @@ def test_cuda_path_rejects_other_patterns():
     w = hinm.compress_nm(torch.randn(16, 32).half(), 2, 8)
     with pytest.raises(ValueError, match="2:4"):
         _cuda._canonical(w)
+
+
+def test_index_checks_guard_the_kernel():
+    from types import SimpleNamespace
+
+    cfg = hinm.HiNMConfig(v=32, vec_density=0.5)
+    base = dict(values=torch.zeros(32, 16).half(), indices=torch.zeros(32, 16, dtype=torch.uint8),
+                shape=(32, 64), config=cfg)
+    good = _cuda._canonical(SimpleNamespace(col_idx=torch.arange(32).reshape(1, 32), row_perm=None, **base))
+    assert _cuda._checked_indices(good)[0].dtype == torch.int32
+    bad_col = _cuda._canonical(SimpleNamespace(col_idx=torch.full((1, 32), 64), row_perm=None, **base))
+    with pytest.raises(ValueError, match="col_idx"):
+        _cuda._checked_indices(bad_col)
+    bad_shape = _cuda._canonical(SimpleNamespace(col_idx=torch.zeros(2, 32), row_perm=None, **base))
+    with pytest.raises(ValueError, match="col_idx must have shape"):
+        _cuda._checked_indices(bad_shape)
+    bad_perm = _cuda._canonical(SimpleNamespace(col_idx=torch.arange(32).reshape(1, 32),
+                                                row_perm=torch.arange(32) + 1, **base))
+    with pytest.raises(ValueError, match="row_perm"):
+        _cuda._checked_indices(bad_perm)
