@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging as _logging
 
 from . import _C
+from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency
 from .nm import NMTensor, compress_nm, nm_mask
 from .pattern import HiNMConfig, NMConfig, parse_config
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
@@ -50,6 +51,7 @@ __all__ = [
     "__version__", "built_with_cuda", "cuda_available", "set_num_threads", "get_num_threads",
     "NMConfig", "HiNMConfig", "parse_config",
     "nm_mask", "compress_nm", "NMTensor",
+    "hinm_mask", "retained_saliency", "compress", "HiNMTensor",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
 ]

@@ -4,6 +4,7 @@
 #include "hinm/build_info.hpp"
 #include "hinm/dtype.hpp"
 #include "hinm/hinm_format.hpp"
+#include "hinm/hinm_mask.hpp"
 #include "hinm/mask.hpp"
 #include "hinm/matrix.hpp"
 #include "hinm/nm_format.hpp"

@@ -33,3 +33,22 @@ struct HiNMView {
 };
 
 }  // namespace hinm
+
+namespace hinm {
+
+// Fills the HiNM container `out` (values, positions and col_idx buffers allocated by the caller with
+// the shapes above; out.col_idx must be writable) from a dense weight [R, K] (f32/f16/bf16/i8).
+// scores: float32/float64 [R, K], or null data for |weight|. row_perm [R] and col_order [T, K] as in
+// hinm_mask (nullable = identity / ascending). Padding slots get zero values.
+void hinm_compress(const Matrix& weight, const Matrix& scores, const HiNMView& out, int32_t* col_idx_out,
+                   const int64_t* col_order);
+
+// Throws std::invalid_argument naming the first broken invariant: shapes and dtypes, col_idx entries
+// in range and distinct per tile, row_perm a permutation, positions strictly increasing below m,
+// padding slots zero.
+void hinm_validate(const HiNMView& w);
+
+// The masked weight in original coordinates, bit-exact: dense [R, K] of the values' dtype.
+void hinm_decompress(const HiNMView& w, const Matrix& dense);
+
+}  // namespace hinm

@@ -1,0 +1,245 @@
+"""Hierarchical N:M (HiNM): masks, retained saliency and the compressed `HiNMTensor`.
+
+A weight W [R, K] is cut into T = ceil(R / v) tiles of v row slots (slot s holds original row
+row_perm[s]). Each tile keeps Kt = config.kept_columns(K) columns, listed in col_idx[t] in the
+tile's order (the input-channel permutation); along each row, consecutive groups of m kept columns
+hold n values. When R is not a multiple of v, the last tile is padded with zero rows internally:
+the padding costs storage but never appears in `to_dense()` or in GEMM outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _C
+from ._arrays import (as_array, contiguous, dtype_name, empty, from_numpy, is_torch, require_2d,
+                      require_weight_dtype, scores_f32, to_numpy)
+from ._state import array_field, int_tensor, int_vector
+from .nm import NMTensor, compress_nm
+from .pattern import HiNMConfig, NMConfig, parse_config
+
+HINM_FORMAT_VERSION = 1
+_WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")
+
+
+def _index_array(x: Any, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """An int64 numpy copy of a permutation-like input, shape-checked (checked for validity in C++)."""
+    a = to_numpy(as_array(x, name))
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _perm_arrays(perm: Any, rows: int, cols: int, tiles: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(row_perm [R], col_order [T, K]) from a PermutationResult-like object or a dict."""
+    if perm is None:
+        return None, None
+    get = perm.get if isinstance(perm, Mapping) else (lambda k, d=None: getattr(perm, k, d))
+    row_perm, col_orders, col_perm = get("row_perm"), get("col_orders"), get("col_perm")
+    if col_orders is None and col_perm is not None:
+        col_orders = np.broadcast_to(to_numpy(as_array(col_perm, "col_perm")).reshape(1, -1), (tiles, cols))
+    rp = None if row_perm is None else _index_array(row_perm, "row_perm", (rows,))
+    co = None if col_orders is None else _index_array(col_orders, "col_orders", (tiles, cols))
+    return rp, co
+
+
+def _resolve_hinm(config: Union[str, HiNMConfig], cols: int) -> Tuple[HiNMConfig, int]:
+    cfg = parse_config(config)
+    if not isinstance(cfg, HiNMConfig):
+        raise TypeError(f"expected a HiNM config, got {cfg}")
+    return cfg, cfg.kept_columns(cols)
+
+
+def hinm_mask(scores: Any, config: Union[str, HiNMConfig], row_perm: Any = None, col_order: Any = None):
+    """The HiNM keep mask of `scores` [R, K].
+
+    Tile t holds the original rows row_perm[t·v:(t+1)·v] (identity by default); it keeps the Kt
+    columns with the largest summed score (ties: lower column index), taken in the order of
+    col_order[t] (a permutation of range(K); ascending by default); then n:m along each row over
+    consecutive groups of m kept columns (ties: lower position).
+
+    Returns (mask, kept): a boolean [R, K] mask in original coordinates (caller's framework) and the
+    kept columns [T, Kt] (int32) in each tile's order."""
+    scores = as_array(scores, "scores")
+    require_2d(scores, "scores")
+    r, k = (int(s) for s in scores.shape)
+    cfg, kt = _resolve_hinm(config, k)
+    tiles = -(-r // cfg.v)
+    rp, co = _perm_arrays({"row_perm": row_perm, "col_orders": col_order}, r, k, tiles)
+    s = scores_f32(scores, (r, k))
+    mask = empty((r, k), "uint8", s)
+    kept = empty((tiles, kt), "int32", s)
+    _C.hinm_mask(s, cfg.v, kt, cfg.n, cfg.m, rp, co, mask, kept)
+    return (mask.bool() if is_torch(mask) else mask.astype(bool)), kept
+
+
+def retained_saliency(scores: Any, mask: Any) -> float:
+    """Kept score / total score: the quality measure every search reports (1.0 for all-zero scores)."""
+    s = to_numpy(as_array(scores, "scores")).astype(np.float64)
+    k = to_numpy(as_array(mask, "mask")).astype(bool)
+    if s.shape != k.shape:
+        raise ValueError(f"scores {s.shape} and mask {k.shape} differ in shape")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    total = float(s.sum())
+    return float(s[k].sum()) / total if total != 0 else 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class HiNMTensor:
+    """An [R, K] matrix stored in the HiNM format (see the module docstring).
+
+    values [T·v, Kt·n/m] (weight dtype), indices [T·v, Kt·n/m] (uint8 in-group positions),
+    col_idx [T, Kt] (int32), row_perm [R] (int64)."""
+
+    values: Any
+    indices: Any
+    col_idx: Any
+    row_perm: Any
+    shape: Tuple[int, int]
+    config: HiNMConfig
+
+    @property
+    def v(self) -> int:
+        return self.config.v
+
+    @property
+    def n(self) -> int:
+        return self.config.n
+
+    @property
+    def m(self) -> int:
+        return self.config.m
+
+    @property
+    def kept_columns(self) -> int:
+        return int(self.col_idx.shape[1])
+
+    @property
+    def tiles(self) -> int:
+        return int(self.col_idx.shape[0])
+
+    @property
+    def dtype(self) -> str:
+        return dtype_name(self.values)
+
+    @property
+    def density(self) -> float:
+        r, k = self.shape
+        return self.kept_columns * self.n / self.m / k if k else 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in (self.values, self.indices, self.col_idx, self.row_perm)))
+
+    def _c_args(self):
+        r, k = self.shape
+        return (contiguous(self.values), contiguous(self.indices), contiguous(self.col_idx),
+                contiguous(self.row_perm), r, k, self.v, self.kept_columns, self.n, self.m)
+
+    def validate(self) -> None:
+        """Raises ValueError unless every invariant holds (shapes, dtypes, index ranges, distinct
+        columns per tile, row_perm a permutation, positions legal, padding zero)."""
+        r, k = self.shape
+        tiles, kt = -(-r // self.v), self.config.kept_columns(k)
+        expect = {"values": (tiles * self.v, kt * self.n // self.m), "indices": (tiles * self.v, kt * self.n // self.m),
+                  "col_idx": (tiles, kt), "row_perm": (r,)}
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"HiNMTensor: {name} has shape {got}, expected {shape}")
+        for name, dt in (("indices", "uint8"), ("col_idx", "int32"), ("row_perm", "int64")):
+            if dtype_name(getattr(self, name)) != dt:
+                raise ValueError(f"HiNMTensor: {name} must be {dt}, got {dtype_name(getattr(self, name))}")
+        if self.dtype not in _WEIGHT_DTYPES:
+            raise ValueError(f"HiNMTensor: values dtype {self.dtype} is not supported")
+        _C.hinm_validate(*self._c_args())
+
+    def to_dense(self) -> Any:
+        """The masked weight [R, K] in original coordinates, bit-exact, in the framework of `values`."""
+        dense = empty(self.shape, self.dtype, self.values)
+        _C.hinm_decompress(*self._c_args(), dense)
+        return dense
+
+    def state_dict(self) -> dict:
+        c = self.config
+        return {
+            "format_version": int_tensor([HINM_FORMAT_VERSION], self.values),
+            "shape": int_tensor(self.shape, self.values),
+            "pattern": int_tensor([c.v, c.n, c.m], self.values),
+            "vec_density": from_numpy(np.asarray([c.vec_density], dtype=np.float64), self.values),
+            "values": self.values,
+            "indices": self.indices,
+            "col_idx": self.col_idx,
+            "row_perm": self.row_perm,
+        }
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, Any]) -> "HiNMTensor":
+        kind = "HiNMTensor"
+        (version,) = int_vector(sd, "format_version", kind, 1)
+        if version != HINM_FORMAT_VERSION:
+            raise ValueError(f"HiNMTensor state dict has format version {version}; this hinm reads {HINM_FORMAT_VERSION}")
+        r, k = int_vector(sd, "shape", kind, 2)
+        v, n, m = int_vector(sd, "pattern", kind, 3)
+        vd = to_numpy(as_array(sd.get("vec_density"), "vec_density")).reshape(-1) if "vec_density" in sd else None
+        if vd is None or vd.shape != (1,) or not np.issubdtype(vd.dtype, np.floating):
+            raise ValueError("HiNMTensor state dict: 'vec_density' must hold one float")
+        try:
+            cfg = HiNMConfig(v, float(vd[0]), n, m)
+            kt = cfg.kept_columns(k) if r >= 0 and k > 0 else -1
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"HiNMTensor state dict: bad config: {e}") from None
+        if r < 0 or kt < 0:
+            raise ValueError(f"HiNMTensor state dict: invalid shape {(r, k)}")
+        tiles = -(-r // v)
+        kc = kt // m * n
+        t = cls(array_field(sd, "values", kind, (tiles * v, kc), _WEIGHT_DTYPES),
+                array_field(sd, "indices", kind, (tiles * v, kc), ("uint8",)),
+                array_field(sd, "col_idx", kind, (tiles, kt), ("int32",)),
+                array_field(sd, "row_perm", kind, (r,), ("int64",)), (r, k), cfg)
+        try:
+            t.validate()
+        except ValueError as e:
+            raise ValueError(f"HiNMTensor state dict is inconsistent: {e}") from None
+        return t
+
+    def __repr__(self) -> str:
+        return f"HiNMTensor(shape={self.shape}, config={self.config}, dtype={self.dtype}, tiles={self.tiles})"
+
+
+def compress(weight: Any, config: Union[str, NMConfig, HiNMConfig], perm: Any = None,
+             scores: Optional[Any] = None) -> Union[HiNMTensor, NMTensor]:
+    """Compress a 2-D weight [R, K] (float32, float16, bfloat16, int8; numpy or torch).
+
+    config: a HiNMConfig (or 'hinm:v64:0.5:2:4') gives a HiNMTensor; an NMConfig (or '2:4') gives an
+    NMTensor, or — when `perm` carries a column permutation — a single-tile HiNMTensor that applies it.
+    perm: a PermutationResult (row_perm, col_orders / col_perm) or a dict with those keys.
+    scores: saliency [R, K] deciding what is kept (|weight| by default)."""
+    cfg = parse_config(config)
+    weight = as_array(weight, "weight")
+    require_2d(weight, "weight")
+    require_weight_dtype(weight, "weight")
+    r, k = (int(s) for s in weight.shape)
+    if isinstance(cfg, NMConfig):
+        if perm is None:
+            return compress_nm(weight, cfg.n, cfg.m, scores=scores)
+        if k % cfg.m:
+            raise ValueError(f"weight.shape[1]={k} is not a multiple of m={cfg.m} for the {cfg} pattern")
+        cfg = HiNMConfig(v=max(r, 1), vec_density=1.0, n=cfg.n, m=cfg.m)
+    cfg, kt = _resolve_hinm(cfg, k)
+    tiles = -(-r // cfg.v)
+    rp, co = _perm_arrays(perm, r, k, tiles)
+    weight = contiguous(weight)
+    s = None if scores is None else scores_f32(scores, (r, k))
+    kc = kt // cfg.m * cfg.n
+    values = empty((tiles * cfg.v, kc), dtype_name(weight), weight)
+    indices = empty((tiles * cfg.v, kc), "uint8", weight)
+    col_idx = empty((tiles, kt), "int32", weight)
+    row_perm = np.arange(r, dtype=np.int64) if rp is None else rp
+    _C.hinm_compress(weight, s, cfg.v, kt, cfg.n, cfg.m, row_perm, co, values, indices, col_idx)
+    return HiNMTensor(values, indices, col_idx, from_numpy(row_perm, weight), (r, k), cfg)
