@@ -11,7 +11,8 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "install torch (CPU build first, so no requirement pulls a CUDA build) and test tools"
 $PY -m pip install -q torch==2.13.0
-$PY -m pip install -q "scikit-build-core>=0.10" "nanobind>=2.0" pytest hypothesis scipy safetensors tqdm
+$PY -m pip install -q "scikit-build-core>=0.10" "nanobind>=2.0" pytest hypothesis scipy safetensors tqdm \
+    nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm  # SASS inspection of the CUDA build, no GPU needed
 
 step "C++ tests (CPU; the CUDA kernels are built and checked through the wheel)"
 cmake -S . -B build/ctest -G Ninja -DHINM_BUILD_TESTS=ON -DHINM_CUDA=OFF -DCMAKE_BUILD_TYPE=Release > build-ctest.log 2>&1 || { cat build-ctest.log; exit 1; }
