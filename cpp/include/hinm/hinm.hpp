@@ -10,4 +10,5 @@
 #include "hinm/nm_format.hpp"
 #include "hinm/parallel.hpp"
 #include "hinm/pattern.hpp"
+#include "hinm/spmm.hpp"
 #include "hinm/tasd.hpp"

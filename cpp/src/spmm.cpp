@@ -1,0 +1,372 @@
+// The spmm / linear driver: checks, work partition, activation gathers, stores. The arithmetic is
+// in the per-ISA kernels (spmm_kernels.hpp).
+#include "hinm/spmm.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hinm/build_info.hpp"
+#include "hinm/dispatch.hpp"
+#include "hinm/parallel.hpp"
+#include "spmm_kernels.hpp"
+
+namespace hinm {
+
+namespace {
+
+using detail::SpmmKernels;
+
+// ----------------------------------------------------------------------------------------------
+// ISA selection
+// ----------------------------------------------------------------------------------------------
+std::atomic<int> g_isa_limit{2};  // 0 generic, 1 avx2, 2 avx512 (capped by the machine)
+
+int machine_isa() {
+  static const int level = [] {
+    const std::string isa = cpu_isa();
+    return isa == "avx512" ? 2 : isa == "avx2" ? 1 : 0;
+  }();
+  return level;
+}
+
+const SpmmKernels& kernels() {
+  switch (std::min(machine_isa(), g_isa_limit.load())) {
+    case 2: return detail::kernels_avx512();
+    case 1: return detail::kernels_avx2();
+    default: return detail::kernels_generic();
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Checks
+// ----------------------------------------------------------------------------------------------
+[[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
+
+void check_view(const HiNMView& w) {
+  w.pattern.validate();
+  if (w.rows < 0 || w.cols < 0) bad("weight: negative shape");
+  if (w.v < 1) bad("weight: tile height v must be >= 1, got " + std::to_string(w.v));
+  if (w.kept < 0 || w.kept > w.cols || w.kept % w.pattern.m)
+    bad("weight: kept columns " + std::to_string(w.kept) + " must be a multiple of m=" +
+        std::to_string(w.pattern.m) + " in [0, " + std::to_string(w.cols) + "]");
+  if (!w.col_idx && w.kept != w.cols) bad("weight: col_idx is required when not every column is kept");
+  require_weight_dtype(w.values.dtype, "weight values");
+  const int64_t slots = w.rows == 0 ? 0 : w.slots();
+  require(w.values, "weight values", w.values.dtype, slots, w.compressed_cols());
+  require(w.positions, "weight positions", DType::u8, slots, w.compressed_cols());
+  if (w.col_idx) {
+    const int64_t n = w.tiles() * w.kept;
+    for (int64_t i = 0; i < n; ++i)
+      if (w.col_idx[i] < 0 || w.col_idx[i] >= w.cols)
+        bad("weight: col_idx[" + std::to_string(i) + "]=" + std::to_string(w.col_idx[i]) + " is outside [0, " +
+            std::to_string(w.cols) + ")");
+  }
+  if (w.row_perm) {  // a permutation: every output row written by exactly one slot
+    std::vector<char> seen(size_t(w.rows), 0);
+    for (int64_t s = 0; s < w.rows; ++s) {
+      const int64_t r = w.row_perm[s];
+      if (r < 0 || r >= w.rows || seen[size_t(r)])
+        bad("weight: row_perm is not a permutation of range(" + std::to_string(w.rows) + ") (at slot " +
+            std::to_string(s) + ")");
+      seen[size_t(r)] = 1;
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Problem description shared by spmm and linear
+// ----------------------------------------------------------------------------------------------
+struct Problem {
+  const HiNMView* w;
+  int64_t batch;          // N
+  const float* act;       // activation element (b, c) at act[b*act_b + c*act_c]
+  int64_t act_b, act_c;
+  float* out;             // output element (b, r) at out[b*out_b + r*out_r]
+  int64_t out_b, out_r;
+  const float* bias;      // [R] or null
+  bool accumulate;
+  const Matrix* masks;    // u16 [slots, blocks] or null
+  bool linear_layout;     // act is x [N, K] (rows contiguous): the panel path transposes it once
+};
+
+struct RowItem {
+  int64_t tile, s0, s1;  // slots [s0, s1) of one tile, all < R
+};
+
+std::vector<RowItem> row_items(const HiNMView& w, int64_t rc) {
+  std::vector<RowItem> items;
+  for (int64_t t = 0; t < w.tiles(); ++t) {
+    const int64_t end = std::min(w.rows, (t + 1) * w.v);
+    for (int64_t s = t * w.v; s < end; s += rc) items.push_back({t, s, std::min(end, s + rc)});
+  }
+  return items;
+}
+
+int64_t out_row(const HiNMView& w, int64_t s) { return w.row_perm ? w.row_perm[s] : s; }
+
+inline void store(const Problem& p, int64_t b, int64_t r, float v) {
+  if (p.bias) v += p.bias[r];
+  float* dst = p.out + b * p.out_b + r * p.out_r;
+  *dst = p.accumulate ? *dst + v : v;
+}
+
+const int32_t* tile_cols(const HiNMView& w, int64_t t) { return w.col_idx ? w.col_idx + t * w.kept : nullptr; }
+
+// Per-thread scratch that only grows (kernels run on the library's persistent threads).
+template <class T, int Slot>
+T* scratch(size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// ----------------------------------------------------------------------------------------------
+// Rows path: few activations, weights decoded from masks
+// ----------------------------------------------------------------------------------------------
+bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
+  if (!k.rows || n >= 16) return false;
+  // Rough cycles per 16 kept columns of one row: mask decode per 4 activations plus one FMA per
+  // activation, against one 16-lane FMA with three loads per value on the panel path.
+  const double density = double(w.pattern.n) / w.pattern.m;
+  const double rows_cost = 2.0 * double((n + 3) / 4) + double(n);
+  const double panel_cost = 24.0 * density;
+  return rows_cost < panel_cost || n <= 2;
+}
+
+void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
+  const HiNMView& w = *p.w;
+  const int64_t blocks = spmm_mask_blocks(w);
+  const auto items = row_items(w, 32);
+  const bool direct = p.linear_layout && !w.col_idx;  // x rows are already dense over the kept columns
+  const int esize = dtype_size(w.values.dtype);
+  parallel_for(int64_t(items.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t it = i0; it < i1; ++it) {
+      const RowItem& item = items[size_t(it)];
+      const int64_t rows = item.s1 - item.s0;
+      const int32_t* cols = tile_cols(w, item.tile);
+      float* results = scratch<float, 0>(size_t(rows * 4));
+      float* gathered = scratch<float, 1>(size_t(4 * blocks * 16));
+      for (int64_t b0 = 0; b0 < p.batch; b0 += 4) {
+        detail::RowsArgs a;
+        a.rows = rows;
+        a.masks = masks.row<const uint16_t>(item.s0);
+        a.mask_stride = masks.stride;
+        a.blocks = blocks;
+        a.vals = static_cast<const char*>(w.values.data) + item.s0 * w.values.stride * esize;
+        a.vdt = w.values.dtype;
+        a.vals_stride = w.values.stride;
+        a.batch = int(std::min<int64_t>(4, p.batch - b0));
+        a.kept = w.kept;
+        a.out = results;
+        for (int b = 0; b < a.batch; ++b) {
+          const float* src = p.act + (b0 + b) * p.act_b;
+          if (direct) {
+            a.x[b] = src;
+            continue;
+          }
+          float* g = gathered + b * blocks * 16;
+          for (int64_t c = 0; c < w.kept; ++c) g[c] = src[(cols ? cols[c] : c) * p.act_c];
+          a.x[b] = g;
+        }
+        k.rows(a);
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t r = out_row(w, item.s0 + i);
+          for (int b = 0; b < a.batch; ++b) store(p, b0 + b, r, results[i * 4 + b]);
+        }
+      }
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------------------------
+// Panel path: many activations, nb batch lanes per vector group
+// ----------------------------------------------------------------------------------------------
+int panel_lanes(int64_t n) { return n > 48 ? 64 : n > 32 ? 48 : n > 16 ? 32 : 16; }
+
+// x [N, K] -> xT [blocks][K][nb], zero-padded lanes.
+void transpose_activations(const Problem& p, int nb, int64_t nblocks, float* xt) {
+  const int64_t K = p.w->cols;
+  const int64_t kstep = 256;
+  const int64_t kchunks = (K + kstep - 1) / kstep;
+  parallel_for(nblocks * kchunks, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t it = i0; it < i1; ++it) {
+      const int64_t blk = it / kchunks, k0 = (it % kchunks) * kstep, k1 = std::min(K, k0 + kstep);
+      float* dst = xt + blk * K * nb;
+      const int64_t valid = std::min<int64_t>(nb, p.batch - blk * nb);
+      for (int64_t l = 0; l < nb; ++l) {
+        if (l >= valid) {
+          for (int64_t c = k0; c < k1; ++c) dst[c * nb + l] = 0.0f;
+          continue;
+        }
+        const float* src = p.act + (blk * nb + l) * p.act_b;
+        for (int64_t c = k0; c < k1; ++c) dst[c * nb + l] = src[c * p.act_c];
+      }
+    }
+  });
+}
+
+void run_panel(const Problem& p, const SpmmKernels& k) {
+  const HiNMView& w = *p.w;
+  const int n = w.pattern.n, m = w.pattern.m;
+  const int nb = panel_lanes(p.batch);
+  const int64_t nblocks = (p.batch + nb - 1) / nb;
+  const int64_t width = nblocks * nb;
+  int64_t kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
+  const int64_t K = w.cols;
+  float* xt = nullptr;
+  if (p.linear_layout) {
+    xt = scratch<float, 2>(size_t(nblocks * K * nb));
+    transpose_activations(p, nb, nblocks, xt);
+  }
+  const auto items = row_items(w, 64);
+  parallel_for(int64_t(items.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t it = i0; it < i1; ++it) {
+      const RowItem& item = items[size_t(it)];
+      const int64_t rows = item.s1 - item.s0;
+      const int32_t* cols = tile_cols(w, item.tile);
+      float* acc = scratch<float, 3>(size_t(rows * width));
+      float* vbuf = scratch<float, 4>(size_t(rows * (kc / m * n)));
+      int32_t* obuf = scratch<int32_t, 5>(size_t(rows * (kc / m * n)));
+      float* pbuf = scratch<float, 6>(size_t(kc * nb));
+      for (int64_t c0 = 0; c0 < w.kept; c0 += kc) {
+        const int64_t kcc = std::min(kc, w.kept - c0);
+        const int64_t cnt = kcc / m * n, j0 = c0 / m * n;
+        detail::PanelArgs a;
+        a.rows = rows;
+        a.cnt = cnt;
+        a.nb = nb;
+        a.acc_stride = width;
+        a.first = c0 == 0;
+        a.offs = obuf;
+        a.offs_stride = cnt;
+        if (w.values.dtype == DType::f32) {
+          a.vals = w.values.row<const float>(item.s0) + j0;
+          a.vals_stride = w.values.stride;
+        } else {
+          const int esize = dtype_size(w.values.dtype);
+          for (int64_t i = 0; i < rows; ++i)
+            k.to_f32(static_cast<const char*>(w.values.data) + ((item.s0 + i) * w.values.stride + j0) * esize,
+                     w.values.dtype, cnt, vbuf + i * cnt);
+          a.vals = vbuf;
+          a.vals_stride = cnt;
+        }
+        for (int64_t i = 0; i < rows; ++i) {  // in-group positions -> panel offsets (clamped: memory safety)
+          const uint8_t* pos = w.positions.row<const uint8_t>(item.s0 + i) + j0;
+          int32_t* o = obuf + i * cnt;
+          for (int64_t g = 0, j = 0; g < kcc / m; ++g)
+            for (int q = 0; q < n; ++q, ++j) o[j] = int32_t((g * m + std::min<int>(pos[j], m - 1)) * nb);
+        }
+        for (int64_t blk = 0; blk < nblocks; ++blk) {
+          if (xt && !cols) {
+            a.panel = xt + (blk * K + c0) * nb;
+          } else if (xt) {
+            const float* src = xt + blk * K * nb;
+            for (int64_t c = 0; c < kcc; ++c) std::copy_n(src + int64_t(cols[c0 + c]) * nb, nb, pbuf + c * nb);
+            a.panel = pbuf;
+          } else {  // spmm: rows of b, lanes [blk*nb, ...) zero-padded
+            const int64_t valid = std::min<int64_t>(nb, p.batch - blk * nb);
+            for (int64_t c = 0; c < kcc; ++c) {
+              const float* src = p.act + (cols ? cols[c0 + c] : c0 + c) * p.act_c + blk * nb;
+              std::copy_n(src, valid, pbuf + c * nb);
+              std::fill(pbuf + c * nb + valid, pbuf + (c + 1) * nb, 0.0f);
+            }
+            a.panel = pbuf;
+          }
+          a.acc = acc + blk * nb;
+          k.panel(a);
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t r = out_row(w, item.s0 + i);
+        const float* y = acc + i * width;
+        for (int64_t b = 0; b < p.batch; ++b) store(p, b, r, y[b]);
+      }
+    }
+  });
+}
+
+void run(const Problem& p) {
+  const HiNMView& w = *p.w;
+  if (p.batch == 0 || w.rows == 0) return;
+  if (w.kept == 0) {  // nothing kept: the product is zero
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t b = 0; b < p.batch; ++b) store(p, b, r, 0.0f);
+    return;
+  }
+  const SpmmKernels& k = kernels();
+  if (!use_rows_path(k, w, p.batch)) return run_panel(p, k);
+  const int64_t blocks = spmm_mask_blocks(w);
+  if (p.masks) {
+    require(*p.masks, "masks", DType::u16, w.slots(), blocks);
+    return run_rows(p, k, *p.masks);
+  }
+  std::vector<uint16_t> own(size_t(w.slots() * blocks));
+  const Matrix masks = make_matrix(own.data(), DType::u16, w.slots(), blocks);
+  build_spmm_masks(w, masks);
+  run_rows(p, k, masks);
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------------------
+// Public entry points
+// ----------------------------------------------------------------------------------------------
+int64_t spmm_mask_blocks(const HiNMView& w) { return (w.kept + 15) / 16; }
+
+void build_spmm_masks(const HiNMView& w, const Matrix& masks) {
+  check_view(w);
+  const int64_t blocks = spmm_mask_blocks(w);
+  const int64_t slots = w.rows == 0 ? 0 : w.slots();
+  require(masks, "masks", DType::u16, slots, blocks);
+  const int n = w.pattern.n, m = w.pattern.m;
+  const int64_t kc = w.compressed_cols();
+  parallel_for(slots, 64, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      uint16_t* mrow = masks.row<uint16_t>(s);
+      std::fill(mrow, mrow + blocks, uint16_t(0));
+      const uint8_t* pos = w.positions.row<const uint8_t>(s);
+      for (int64_t j = 0; j < kc; ++j) {
+        const int q = int(j % n);
+        if (pos[j] >= m || (q > 0 && pos[j] <= pos[j - 1]))
+          throw std::invalid_argument("weight positions: slot " + std::to_string(s) + ", value " +
+                                      std::to_string(j) + ": positions must be < m and strictly increasing "
+                                      "within each group");
+        const int64_t c = j / n * m + pos[j];
+        mrow[c / 16] = uint16_t(mrow[c / 16] | (1u << (c % 16)));
+      }
+    }
+  });
+}
+
+void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate, const Matrix* masks) {
+  check_view(w);
+  require(b, "b", DType::f32, w.cols, -1);
+  require(out, "out", DType::f32, w.rows, b.cols);
+  Problem p{&w, b.cols, static_cast<const float*>(b.data), 1, b.stride,
+            static_cast<float*>(out.data), 1, out.stride, nullptr, accumulate, masks, false};
+  run(p);
+}
+
+void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix& out, bool accumulate,
+            const Matrix* masks) {
+  check_view(w);
+  require(x, "x", DType::f32, -1, w.cols);
+  require(out, "out", DType::f32, x.rows, w.rows);
+  Problem p{&w, x.rows, static_cast<const float*>(x.data), x.stride, 1,
+            static_cast<float*>(out.data), out.stride, 1, bias, accumulate, masks, true};
+  run(p);
+}
+
+std::string spmm_force_isa(const std::string& isa) {
+  if (isa == "generic") g_isa_limit = 0;
+  else if (isa == "avx2") g_isa_limit = 1;
+  else if (isa.empty() || isa == "avx512") g_isa_limit = 2;
+  else bad("spmm_force_isa: unknown variant '" + isa + "' (generic, avx2, avx512 or empty)");
+  return kernels().name;
+}
+
+}  // namespace hinm

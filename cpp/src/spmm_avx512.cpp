@@ -1,0 +1,192 @@
+// AVX-512 kernels (compiled with a target attribute; called only where the CPU has
+// avx512f/bw/vl, see spmm.cpp).
+#include "spmm_kernels.hpp"
+
+#include <stdexcept>
+#include <type_traits>
+
+#include "hinm/dispatch.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// GCC 12's own intrinsic headers trip these (reduce_add, cast256 helpers).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#define HINM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,popcnt,f16c")))
+
+namespace hinm::detail {
+namespace {
+
+// --- panel kernel: two rows at a time, W vectors of 16 batch lanes per row ------------------
+template <int W>
+HINM_AVX512 void panel_w(const PanelArgs& a) {
+  int64_t r = 0;
+  for (; r + 2 <= a.rows; r += 2) {
+    float* y0 = a.acc + r * a.acc_stride;
+    float* y1 = y0 + a.acc_stride;
+    __m512 c0[W], c1[W];
+    for (int w = 0; w < W; ++w) {
+      c0[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y0 + 16 * w);
+      c1[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y1 + 16 * w);
+    }
+    const float* v0 = a.vals + r * a.vals_stride;
+    const float* v1 = v0 + a.vals_stride;
+    const int32_t* o0 = a.offs + r * a.offs_stride;
+    const int32_t* o1 = o0 + a.offs_stride;
+    for (int64_t j = 0; j < a.cnt; ++j) {
+      const __m512 w0 = _mm512_set1_ps(v0[j]);
+      const __m512 w1 = _mm512_set1_ps(v1[j]);
+      const float* p0 = a.panel + o0[j];
+      const float* p1 = a.panel + o1[j];
+      for (int w = 0; w < W; ++w) {
+        c0[w] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * w), c0[w]);
+        c1[w] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(p1 + 16 * w), c1[w]);
+      }
+    }
+    for (int w = 0; w < W; ++w) {
+      _mm512_storeu_ps(y0 + 16 * w, c0[w]);
+      _mm512_storeu_ps(y1 + 16 * w, c1[w]);
+    }
+  }
+  for (; r < a.rows; ++r) {
+    float* y0 = a.acc + r * a.acc_stride;
+    __m512 c0[W];
+    for (int w = 0; w < W; ++w) c0[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y0 + 16 * w);
+    const float* v0 = a.vals + r * a.vals_stride;
+    const int32_t* o0 = a.offs + r * a.offs_stride;
+    for (int64_t j = 0; j < a.cnt; ++j) {
+      const __m512 w0 = _mm512_set1_ps(v0[j]);
+      const float* p0 = a.panel + o0[j];
+      for (int w = 0; w < W; ++w) c0[w] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * w), c0[w]);
+    }
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(y0 + 16 * w, c0[w]);
+  }
+}
+
+HINM_AVX512 void panel(const PanelArgs& a) {
+  switch (a.nb) {
+    case 16: return panel_w<1>(a);
+    case 32: return panel_w<2>(a);
+    case 48: return panel_w<3>(a);
+    case 64: return panel_w<4>(a);
+  }
+  throw std::logic_error("spmm avx512 panel: unsupported lane count");
+}
+
+// --- value loads: `cnt` (<= 16) consecutive values as float32 lanes 0..cnt-1 ---------------
+HINM_AVX512 inline __m512 load_f32(const float* p, unsigned cnt) {
+  return _mm512_maskz_loadu_ps(__mmask16((1u << cnt) - 1u), p);
+}
+HINM_AVX512 inline __m512 load_f16(const uint16_t* p, unsigned cnt) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(__mmask16((1u << cnt) - 1u), p));
+}
+HINM_AVX512 inline __m512 load_bf16(const uint16_t* p, unsigned cnt) {
+  const __m256i h = _mm256_maskz_loadu_epi16(__mmask16((1u << cnt) - 1u), p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+HINM_AVX512 inline __m512 load_i8(const int8_t* p, unsigned cnt) {
+  const __m128i b = _mm_maskz_loadu_epi8(__mmask16((1u << cnt) - 1u), p);
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+template <class T>
+HINM_AVX512 inline __m512 load_vals(const T* p, unsigned cnt) {
+  if constexpr (std::is_same_v<T, float>) return load_f32(p, cnt);
+  else if constexpr (std::is_same_v<T, int8_t>) return load_i8(p, cnt);
+  else return load_f16(p, cnt);
+}
+HINM_AVX512 inline __m512 load_vals_bf16(const uint16_t* p, unsigned cnt) { return load_bf16(p, cnt); }
+
+// --- rows kernel: RB rows x B activations; weights decoded by mask expansion ------------------
+template <class T, bool BF16, int RB, int B>
+HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
+  __m512 acc[RB][B];
+  for (int i = 0; i < RB; ++i)
+    for (int b = 0; b < B; ++b) acc[i][b] = _mm512_setzero_ps();
+  const T* vp[RB];
+  const uint16_t* mp[RB];
+  for (int i = 0; i < RB; ++i) {
+    vp[i] = static_cast<const T*>(a.vals) + (r0 + i) * a.vals_stride;
+    mp[i] = a.masks + (r0 + i) * a.mask_stride;
+  }
+  for (int64_t blk = 0; blk < a.blocks; ++blk) {
+    const int64_t left = a.kept - blk * 16;
+    const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
+    __m512 xv[B];
+    for (int b = 0; b < B; ++b) xv[b] = _mm512_maskz_loadu_ps(valid, a.x[b] + blk * 16);
+    for (int i = 0; i < RB; ++i) {
+      const unsigned m = mp[i][blk];
+      const unsigned cnt = unsigned(__builtin_popcount(m));
+      __m512 raw;
+      if constexpr (BF16) raw = load_vals_bf16(reinterpret_cast<const uint16_t*>(vp[i]), cnt);
+      else raw = load_vals(vp[i], cnt);
+      vp[i] += cnt;
+      const __m512 wv = _mm512_maskz_expand_ps(__mmask16(m), raw);
+      for (int b = 0; b < B; ++b) acc[i][b] = _mm512_fmadd_ps(wv, xv[b], acc[i][b]);
+    }
+  }
+  for (int i = 0; i < RB; ++i)
+    for (int b = 0; b < B; ++b) a.out[(r0 + i) * 4 + b] = _mm512_reduce_add_ps(acc[i][b]);
+}
+
+template <class T, bool BF16, int B>
+HINM_AVX512 void rows_b(const RowsArgs& a) {
+  constexpr int RB = B <= 2 ? 4 : 2;
+  int64_t r = 0;
+  for (; r + RB <= a.rows; r += RB) rows_rb<T, BF16, RB, B>(a, r);
+  for (; r < a.rows; ++r) rows_rb<T, BF16, 1, B>(a, r);
+}
+
+template <class T, bool BF16>
+HINM_AVX512 void rows_t(const RowsArgs& a) {
+  switch (a.batch) {
+    case 1: return rows_b<T, BF16, 1>(a);
+    case 2: return rows_b<T, BF16, 2>(a);
+    case 3: return rows_b<T, BF16, 3>(a);
+    case 4: return rows_b<T, BF16, 4>(a);
+  }
+  throw std::logic_error("spmm avx512 rows: batch must be 1..4");
+}
+
+HINM_AVX512 void rows(const RowsArgs& a) {
+  switch (a.vdt) {
+    case DType::f32: return rows_t<float, false>(a);
+    case DType::f16: return rows_t<uint16_t, false>(a);
+    case DType::bf16: return rows_t<uint16_t, true>(a);
+    case DType::i8: return rows_t<int8_t, false>(a);
+    default: break;
+  }
+  require_weight_dtype(a.vdt, "values");
+}
+
+HINM_AVX512 void to_f32(const void* src, DType t, int64_t count, float* dst) {
+  int64_t i = 0;
+  if (t == DType::f32) {
+    const float* s = static_cast<const float*>(src);
+    for (; i < count; ++i) dst[i] = s[i];
+    return;
+  }
+  for (; i + 16 <= count; i += 16) {
+    __m512 v;
+    if (t == DType::f16) v = load_f16(static_cast<const uint16_t*>(src) + i, 16);
+    else if (t == DType::bf16) v = load_bf16(static_cast<const uint16_t*>(src) + i, 16);
+    else v = load_i8(static_cast<const int8_t*>(src) + i, 16);
+    _mm512_storeu_ps(dst + i, v);
+  }
+  for (; i < count; ++i) dst[i] = load_as_float(src, t, i);
+}
+
+}  // namespace
+
+const SpmmKernels& kernels_avx512() {
+  static const SpmmKernels k{"avx512", panel, rows, to_f32};
+  return k;
+}
+
+}  // namespace hinm::detail
+
+#else
+namespace hinm::detail {
+const SpmmKernels& kernels_avx512() { return kernels_generic(); }
+}  // namespace hinm::detail
+#endif

@@ -1,0 +1,54 @@
+// Private to the spmm implementation: the per-ISA kernels the driver (spmm.cpp) calls.
+#pragma once
+
+#include <cstdint>
+
+#include "hinm/dtype.hpp"
+
+namespace hinm::detail {
+
+// Panel kernel ("many activations"): for each row r, acc[r][0..nb) (=|+=) sum_j vals[r][j] *
+// panel[offs[r][j] .. + nb), j in order. The panel holds the tile's gathered activations for a
+// chunk of kept columns, nb (a multiple of 16) batch lanes per column.
+struct PanelArgs {
+  int64_t rows = 0;
+  const float* vals = nullptr;
+  int64_t vals_stride = 0;
+  const int32_t* offs = nullptr;  // in floats, = local column * nb
+  int64_t offs_stride = 0;
+  int64_t cnt = 0;                // values per row in this chunk
+  const float* panel = nullptr;
+  int nb = 16;
+  float* acc = nullptr;
+  int64_t acc_stride = 0;
+  bool first = true;              // acc starts at zero
+};
+
+// Rows kernel ("few activations"): out[r*4 + b] = sum over kept columns of W[r] . x[b], with W's
+// rows decoded from 16-column bit masks (values in order fill the set bits).
+struct RowsArgs {
+  int64_t rows = 0;
+  const uint16_t* masks = nullptr;
+  int64_t mask_stride = 0;
+  int64_t blocks = 0;
+  const void* vals = nullptr;
+  DType vdt = DType::f32;
+  int64_t vals_stride = 0;        // in elements
+  int batch = 1;                  // 1..4
+  const float* x[4] = {nullptr, nullptr, nullptr, nullptr};  // each dense over the kept columns
+  int64_t kept = 0;
+  float* out = nullptr;           // [rows][4]
+};
+
+struct SpmmKernels {
+  const char* name;
+  void (*panel)(const PanelArgs&);
+  void (*rows)(const RowsArgs&);  // null: this variant has no rows kernel (panel for every batch)
+  void (*to_f32)(const void* src, DType t, int64_t count, float* dst);
+};
+
+const SpmmKernels& kernels_generic();
+const SpmmKernels& kernels_avx2();
+const SpmmKernels& kernels_avx512();  // only call where the CPU supports avx512f/bw/vl
+
+}  // namespace hinm::detail
