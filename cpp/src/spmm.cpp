@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -117,11 +118,14 @@ inline void store(const Problem& p, int64_t b, int64_t r, float v) {
 const int32_t* tile_cols(const HiNMView& w, int64_t t) { return w.col_idx ? w.col_idx + t * w.kept : nullptr; }
 
 // Per-thread scratch that only grows (kernels run on the library's persistent threads).
+// 64-byte aligned, so the kernels' 64-byte vector loads never straddle cache lines.
 template <class T, int Slot>
 T* scratch(size_t n) {
   thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  const size_t pad = 64 / sizeof(T);
+  if (buf.size() < n + pad) buf.resize(n + pad);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<T*>((addr + 63) & ~uintptr_t(63));
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -129,6 +133,7 @@ T* scratch(size_t n) {
 // ----------------------------------------------------------------------------------------------
 bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   if (!k.rows || n >= 16) return false;
+  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return n <= 8;  // measured crossover
   // Rough cycles per 16 kept columns of one row: mask decode per 4 activations plus one FMA per
   // activation, against one 16-lane FMA with three loads per value on the panel path.
   const double density = double(w.pattern.n) / w.pattern.m;
@@ -153,8 +158,15 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
       for (int64_t b0 = 0; b0 < p.batch; b0 += 4) {
         detail::RowsArgs a;
         a.rows = rows;
-        a.masks = masks.row<const uint16_t>(item.s0);
-        a.mask_stride = masks.stride;
+        if (masks.data) {
+          a.masks = masks.row<const uint16_t>(item.s0);
+          a.mask_stride = masks.stride;
+        }
+        a.pos = w.positions.row<const uint8_t>(item.s0);
+        a.pos_stride = w.positions.stride;
+        a.n = w.pattern.n;
+        a.m = w.pattern.m;
+        a.cnt = w.compressed_cols();
         a.blocks = blocks;
         a.vals = static_cast<const char*>(w.values.data) + item.s0 * w.values.stride * esize;
         a.vdt = w.values.dtype;
@@ -197,13 +209,12 @@ void transpose_activations(const Problem& p, int nb, int64_t nblocks, float* xt)
       const int64_t blk = it / kchunks, k0 = (it % kchunks) * kstep, k1 = std::min(K, k0 + kstep);
       float* dst = xt + blk * K * nb;
       const int64_t valid = std::min<int64_t>(nb, p.batch - blk * nb);
-      for (int64_t l = 0; l < nb; ++l) {
-        if (l >= valid) {
-          for (int64_t c = k0; c < k1; ++c) dst[c * nb + l] = 0.0f;
-          continue;
-        }
-        const float* src = p.act + (blk * nb + l) * p.act_b;
-        for (int64_t c = k0; c < k1; ++c) dst[c * nb + l] = src[c * p.act_c];
+      const float* src = p.act + blk * nb * p.act_b;
+      // Column-outer: contiguous writes; the nb source rows being read stay in L1.
+      for (int64_t c = k0; c < k1; ++c) {
+        float* d = dst + c * nb;
+        for (int64_t l = 0; l < valid; ++l) d[l] = src[l * p.act_b + c * p.act_c];
+        for (int64_t l = valid; l < nb; ++l) d[l] = 0.0f;
       }
     }
   });
@@ -214,7 +225,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const int n = w.pattern.n, m = w.pattern.m;
   const int nb = panel_lanes(p.batch);
   const int64_t nblocks = (p.batch + nb - 1) / nb;
-  const int64_t width = nblocks * nb;
+  const int64_t width = nblocks * nb + 16;  // +16: no power-of-two stride (L1 set conflicts in the store)
   int64_t kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
   const int64_t K = w.cols;
   float* xt = nullptr;
@@ -254,12 +265,8 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
           a.vals = vbuf;
           a.vals_stride = cnt;
         }
-        for (int64_t i = 0; i < rows; ++i) {  // in-group positions -> panel offsets (clamped: memory safety)
-          const uint8_t* pos = w.positions.row<const uint8_t>(item.s0 + i) + j0;
-          int32_t* o = obuf + i * cnt;
-          for (int64_t g = 0, j = 0; g < kcc / m; ++g)
-            for (int q = 0; q < n; ++q, ++j) o[j] = int32_t((g * m + std::min<int>(pos[j], m - 1)) * nb);
-        }
+        for (int64_t i = 0; i < rows; ++i)  // in-group positions -> panel offsets (clamped: memory safety)
+          k.offsets(w.positions.row<const uint8_t>(item.s0 + i) + j0, cnt, n, m, nb, obuf + i * cnt);
         for (int64_t blk = 0; blk < nblocks; ++blk) {
           if (xt && !cols) {
             a.panel = xt + (blk * K + c0) * nb;
@@ -280,11 +287,9 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
           k.panel(a);
         }
       }
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t r = out_row(w, item.s0 + i);
-        const float* y = acc + i * width;
-        for (int64_t b = 0; b < p.batch; ++b) store(p, b, r, y[b]);
-      }
+      // Batch-outer: consecutive slots land in one output row (linear) and stay in cache.
+      for (int64_t b = 0; b < p.batch; ++b)
+        for (int64_t i = 0; i < rows; ++i) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
     }
   });
 }
@@ -300,6 +305,7 @@ void run(const Problem& p) {
   const SpmmKernels& k = kernels();
   if (!use_rows_path(k, w, p.batch)) return run_panel(p, k);
   const int64_t blocks = spmm_mask_blocks(w);
+  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return run_rows(p, k, Matrix{});
   if (p.masks) {
     require(*p.masks, "masks", DType::u16, w.slots(), blocks);
     return run_rows(p, k, *p.masks);

@@ -129,10 +129,65 @@ HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
     for (int b = 0; b < B; ++b) a.out[(r0 + i) * 4 + b] = _mm512_reduce_add_ps(acc[i][b]);
 }
 
+// m == 2n: 16 values cover 32 kept columns; their activations come from two registers by a
+// permute indexed by (value / n) * m + position.
+template <class T, bool BF16, int RB, int B>
+HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0) {
+  __m512 acc[RB][B];
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int b = 0; b < B; ++b) acc[i][b] = _mm512_setzero_ps();
+  alignas(64) int32_t base_arr[16];
+  for (int j = 0; j < 16; ++j) base_arr[j] = (j / a.n) * a.m;
+  const __m512i base = _mm512_load_si512(base_arr);
+  const T* vp[RB];
+  const uint8_t* pp[RB];
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i) {
+    vp[i] = static_cast<const T*>(a.vals) + (r0 + i) * a.vals_stride;
+    pp[i] = a.pos + (r0 + i) * a.pos_stride;
+  }
+  for (int64_t j = 0; j < a.cnt; j += 16) {
+    const int64_t left_v = a.cnt - j, left_x = a.kept - 2 * j;
+    const unsigned nv = left_v >= 16 ? 16u : unsigned(left_v);
+    const __mmask16 vmask = __mmask16((1u << nv) - 1u);
+    const __mmask16 xlo_m = left_x >= 16 ? __mmask16(0xffff) : __mmask16((1u << left_x) - 1u);
+    const __mmask16 xhi_m = left_x >= 32 ? __mmask16(0xffff) : left_x <= 16 ? __mmask16(0)
+                                                              : __mmask16((1u << (left_x - 16)) - 1u);
+    __m512 xlo[B], xhi[B];
+#pragma GCC unroll 4
+    for (int b = 0; b < B; ++b) {
+      xlo[b] = _mm512_maskz_loadu_ps(xlo_m, a.x[b] + 2 * j);
+      xhi[b] = _mm512_maskz_loadu_ps(xhi_m, a.x[b] + 2 * j + 16);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i) {
+      const __m512i idx =
+          _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(vmask, pp[i] + j)), base);
+      __m512 wv;
+      if constexpr (BF16) wv = load_vals_bf16(reinterpret_cast<const uint16_t*>(vp[i]) + j, nv);
+      else wv = load_vals(vp[i] + j, nv);
+#pragma GCC unroll 4
+      for (int b = 0; b < B; ++b)
+        acc[i][b] = _mm512_fmadd_ps(wv, _mm512_permutex2var_ps(xlo[b], idx, xhi[b]), acc[i][b]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int b = 0; b < B; ++b) a.out[(r0 + i) * 4 + b] = _mm512_reduce_add_ps(acc[i][b]);
+}
+
 template <class T, bool BF16, int B>
 HINM_AVX512 void rows_b(const RowsArgs& a) {
   constexpr int RB = B <= 2 ? 4 : 2;
   int64_t r = 0;
+  if (rows_uses_positions(a.n, a.m)) {
+    for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B>(a, r);
+    for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B>(a, r);
+    return;
+  }
   for (; r + RB <= a.rows; r += RB) rows_rb<T, BF16, RB, B>(a, r);
   for (; r < a.rows; ++r) rows_rb<T, BF16, 1, B>(a, r);
 }
@@ -176,10 +231,30 @@ HINM_AVX512 void to_f32(const void* src, DType t, int64_t count, float* dst) {
   for (; i < count; ++i) dst[i] = load_as_float(src, t, i);
 }
 
+HINM_AVX512 void offsets(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs) {
+  int64_t j = 0;
+  if (16 % n == 0) {  // 16 values span 16/n whole groups: one base pattern, shifted per step
+    alignas(64) int32_t base[16];
+    for (int i = 0; i < 16; ++i) base[i] = (i / n) * m * nb;
+    __m512i b = _mm512_load_si512(base);
+    const __m512i step = _mm512_set1_epi32(16 / n * m * nb);
+    const __m512i top = _mm512_set1_epi32(m - 1), lanes = _mm512_set1_epi32(nb);
+    for (; j + 16 <= cnt; j += 16) {
+      __m512i p = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pos + j)));
+      p = _mm512_mullo_epi32(_mm512_min_epu32(p, top), lanes);
+      _mm512_storeu_si512(offs + j, _mm512_add_epi32(p, b));
+      b = _mm512_add_epi32(b, step);
+    }
+  }
+  const int top = m - 1;
+  for (int32_t base = int32_t(j / n * m * nb); j < cnt; j += n, base += m * nb)
+    for (int q = 0; q < n; ++q) offs[j + q] = base + (pos[j + q] < top ? pos[j + q] : top) * nb;
+}
+
 }  // namespace
 
 const SpmmKernels& kernels_avx512() {
-  static const SpmmKernels k{"avx512", panel, rows, to_f32};
+  static const SpmmKernels k{"avx512", panel, rows, to_f32, offsets};
   return k;
 }
 

@@ -10,7 +10,7 @@ namespace generic {
 }  // namespace generic
 
 const SpmmKernels& kernels_generic() {
-  static const SpmmKernels k{"generic", generic::panel, nullptr, generic::to_f32};
+  static const SpmmKernels k{"generic", generic::panel, nullptr, generic::to_f32, generic::offsets};
   return k;
 }
 
@@ -23,7 +23,7 @@ namespace avx2 {
 #pragma GCC pop_options
 
 const SpmmKernels& kernels_avx2() {
-  static const SpmmKernels k{"avx2", avx2::panel, nullptr, avx2::to_f32};
+  static const SpmmKernels k{"avx2", avx2::panel, nullptr, avx2::to_f32, avx2::offsets};
   return k;
 }
 #else

@@ -38,13 +38,24 @@ struct RowsArgs {
   const float* x[4] = {nullptr, nullptr, nullptr, nullptr};  // each dense over the kept columns
   int64_t kept = 0;
   float* out = nullptr;           // [rows][4]
+  // m == 2n patterns decode straight from the positions (a two-register permute per 16 values);
+  // the masks above are then unused and may be null.
+  const uint8_t* pos = nullptr;
+  int64_t pos_stride = 0;
+  int n = 2, m = 4;
+  int64_t cnt = 0;                // values per row
 };
+
+// The rows kernel reads positions directly (no masks) for these patterns.
+inline bool rows_uses_positions(int n, int m) { return m == 2 * n && 16 % n == 0; }
 
 struct SpmmKernels {
   const char* name;
   void (*panel)(const PanelArgs&);
   void (*rows)(const RowsArgs&);  // null: this variant has no rows kernel (panel for every batch)
   void (*to_f32)(const void* src, DType t, int64_t count, float* dst);
+  // offs[j] = ((j / n) * m + min(pos[j], m - 1)) * nb for j < cnt (cnt a multiple of n).
+  void (*offsets)(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs);
 };
 
 const SpmmKernels& kernels_generic();

@@ -1,5 +1,84 @@
 #include "common.hpp"
+#include "hinm/spmm.hpp"
+
+using namespace hinm::py;
+
+namespace {
+
+// The raw HiNM container from its arrays (plain N:M: v = R, kept = K, no col_idx / row_perm).
+hinm::HiNMView make_view(InArray values, InArray positions, const std::optional<InArray>& col_idx,
+                         const std::optional<InArray>& row_perm, int64_t rows, int64_t cols, int v, int64_t kept,
+                         int n, int m) {
+  hinm::HiNMView w;
+  w.rows = rows;
+  w.cols = cols;
+  w.v = v;
+  w.kept = kept;
+  w.pattern = {n, m};
+  w.values = as_matrix(values, "values");
+  w.positions = as_matrix(positions, "indices");
+  if (col_idx) {
+    auto c = as_matrix(*col_idx, "col_idx");
+    hinm::require(c, "col_idx", hinm::DType::i32);
+    if (c.rows * c.cols != w.tiles() * kept || (c.rows > 1 && c.stride != c.cols))
+      throw nb::value_error("col_idx must be a contiguous int32 array of tiles * kept entries");
+    w.col_idx = static_cast<const int32_t*>(c.data);
+  }
+  if (row_perm) {
+    auto r = as_matrix(*row_perm, "row_perm");
+    hinm::require(r, "row_perm", hinm::DType::i64);
+    if (r.rows * r.cols != rows || r.rows > 1) throw nb::value_error("row_perm must be a 1-D int64 array of R entries");
+    w.row_perm = static_cast<const int64_t*>(r.data);
+  }
+  return w;
+}
+
+}  // namespace
 
 void bind_spmm(nb::module_& m) {
-  (void)m;  // filled in by the spmm work
+  m.def("spmm", [](InArray values, InArray positions, std::optional<InArray> col_idx, std::optional<InArray> row_perm,
+                   int64_t rows, int64_t cols, int v, int64_t kept, int n, int mm, InArray b, OutArray out,
+                   bool accumulate, std::optional<InArray> masks) {
+    auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    auto bm = as_matrix(b, "b");
+    auto om = as_matrix(out, "out");
+    auto mk = as_optional_matrix(masks, "masks");
+    nb::gil_scoped_release nogil;
+    hinm::spmm(w, bm, om, accumulate, masks ? &mk : nullptr);
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"), nb::arg("b"),
+     nb::arg("out"), nb::arg("accumulate"), nb::arg("masks").none());
+
+  m.def("linear", [](InArray x, InArray values, InArray positions, std::optional<InArray> col_idx,
+                     std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n, int mm,
+                     std::optional<InArray> bias, OutArray out, bool accumulate, std::optional<InArray> masks) {
+    auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    auto xm = as_matrix(x, "x");
+    auto om = as_matrix(out, "out");
+    auto mk = as_optional_matrix(masks, "masks");
+    const float* bp = nullptr;
+    if (bias) {
+      auto bm = as_matrix(*bias, "bias");
+      hinm::require(bm, "bias", hinm::DType::f32, 1, rows);
+      bp = static_cast<const float*>(bm.data);
+    }
+    nb::gil_scoped_release nogil;
+    hinm::linear(xm, w, bp, om, accumulate, masks ? &mk : nullptr);
+  }, nb::arg("x"), nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
+     nb::arg("bias").none(), nb::arg("out"), nb::arg("accumulate"), nb::arg("masks").none());
+
+  m.def("spmm_mask_blocks", [](int64_t kept) { return (kept + 15) / 16; }, nb::arg("kept"));
+
+  m.def("build_spmm_masks", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+                               std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept,
+                               int n, int mm, OutArray masks) {
+    auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    auto mk = as_matrix(masks, "masks");
+    nb::gil_scoped_release nogil;
+    hinm::build_spmm_masks(w, mk);
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"), nb::arg("masks"));
+
+  m.def("spmm_force_isa", &hinm::spmm_force_isa, nb::arg("isa"));
 }

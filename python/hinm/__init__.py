@@ -8,6 +8,7 @@ import logging as _logging
 from . import _C
 from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency
 from .nm import NMTensor, compress_nm, nm_mask
+from .ops import linear, spmm
 from .pattern import HiNMConfig, NMConfig, parse_config
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
                    tasd_activation_linear, tasd_linear)
@@ -52,6 +53,7 @@ __all__ = [
     "NMConfig", "HiNMConfig", "parse_config",
     "nm_mask", "compress_nm", "NMTensor",
     "hinm_mask", "retained_saliency", "compress", "HiNMTensor",
+    "linear", "spmm",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
 ]

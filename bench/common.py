@@ -1,0 +1,174 @@
+"""Shared benchmark helpers: thread setup (same count for hinm, torch and numpy's BLAS), timing
+(warm-up, median of repeats), table printing, JSON results under bench/results/, optional plots.
+
+Import this module before numpy/torch: it pins the BLAS thread pools from --threads (default 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+
+def _threads_from_argv(default: int = 2) -> int:
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return default
+
+
+THREADS = _threads_from_argv()
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+
+import numpy as np  # noqa: E402  (after the thread pinning above)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def setup_threads(n: int = THREADS) -> int:
+    """Same thread count for hinm and torch (numpy's BLAS is pinned at import)."""
+    import hinm
+
+    hinm.set_num_threads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    return n
+
+
+def timeit(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, min_time: float = 0.02) -> float:
+    """Median seconds per call. Each repeat runs fn enough times to last about min_time."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_time / once))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def print_table(rows: Sequence[Dict[str, object]], columns: Sequence[str], title: str = "") -> str:
+    """Prints (and returns) a fixed-width table of rows (dicts) restricted to columns."""
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    lines.extend("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def machine() -> Dict[str, object]:
+    import hinm
+
+    info: Dict[str, object] = {"python": platform.python_version(), "machine": platform.machine(),
+                               "cpu_count": os.cpu_count(), "threads": THREADS, "hinm": hinm.__version__,
+                               "numpy": np.__version__}
+    try:
+        from hinm import _C
+
+        info["cpu_isa"] = _C.cpu_isa()
+    except AttributeError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write_json(name: str, rows: List[Dict[str, object]], extra: Optional[Dict[str, object]] = None) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": machine(), "rows": rows}
+    if extra:
+        payload.update(extra)
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}", flush=True)
+    return path
+
+
+def plot_lines(path: Path, series: Dict[str, Sequence[tuple]], xlabel: str, ylabel: str, title: str,
+               logx: bool = True, hline: Optional[float] = 1.0) -> Optional[Path]:
+    """One line per series (list of (x, y)); returns None (and says so) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", flush=True)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in series.items():
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
+    return path
+
+
+def dense_baselines(w: np.ndarray, x: np.ndarray) -> Dict[str, float]:
+    """Median seconds of y = x @ wᵀ with torch.matmul (pre-transposed view, as F.linear) and
+    numpy.matmul, both float32 on the same threads."""
+    out: Dict[str, float] = {}
+    wt_np = np.ascontiguousarray(w.T)
+    out["numpy"] = timeit(lambda: np.matmul(x, wt_np))
+    try:
+        import torch
+
+        tw, tx = torch.from_numpy(w), torch.from_numpy(x)
+        with torch.inference_mode():
+            out["torch"] = timeit(lambda: torch.nn.functional.linear(tx, tw))
+    except ImportError:
+        pass
+    return out
+
+
+def ratio_columns(row: Dict[str, object], base: float, sparse: Dict[str, float]) -> None:
+    for name, t in sparse.items():
+        row[name] = round(base / t, 2)
+
+
+def batches(args_batches: Optional[Iterable[int]], default: Sequence[int]) -> List[int]:
+    return list(args_batches) if args_batches else list(default)

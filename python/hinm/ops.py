@@ -1,0 +1,177 @@
+"""Sparse products with a compressed weight: ``linear`` (x Wᵀ + bias) and ``spmm`` (W @ B).
+
+Both accept an :class:`~hinm.NMTensor` or a HiNM tensor (any object with ``values``, ``indices``,
+``col_idx``, ``row_perm``, ``shape``, ``v``, ``n``, ``m`` in the HiNM container layout, see
+cpp/include/hinm/hinm_format.hpp). Activations and outputs are float32; weight values may be
+float32, float16, bfloat16 or int8 (float32 accumulation). numpy in -> numpy out, torch in -> torch
+out; contiguous inputs are never copied. CUDA tensors go to the CUDA kernels when hinm has them.
+
+The CPU kernels are multithreaded (``hinm.set_num_threads``) and give bit-identical results for
+any thread count."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _C
+from ._arrays import as_array, contiguous, dtype_name, empty, is_cuda, is_torch
+from .nm import NMTensor
+
+__all__ = ["linear", "spmm"]
+
+# Below this many activations the kernels decode weights from bit masks derived from the indices;
+# the masks are built once per weight and kept here (dropped with the weight).
+_ROWS_PATH_BATCH = 16
+_MASKS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Weight:
+    values: Any
+    indices: Any
+    col_idx: Optional[Any]
+    row_perm: Optional[Any]
+    rows: int
+    cols: int
+    v: int
+    kept: int
+    n: int
+    m: int
+
+    def args(self) -> tuple:
+        return (self.values, self.indices, self.col_idx, self.row_perm, self.rows, self.cols, self.v,
+                self.kept, self.n, self.m)
+
+
+def _attr(w: Any, name: str) -> Any:
+    if hasattr(w, name):
+        return getattr(w, name)
+    cfg = getattr(w, "config", None)
+    if cfg is not None and hasattr(cfg, name):
+        return getattr(cfg, name)
+    raise TypeError(f"weight: {type(w).__name__} has no '{name}' (expected an NMTensor or a HiNM tensor)")
+
+
+def _weight(w: Any) -> _Weight:
+    """The raw container arrays of an NMTensor or a HiNM tensor."""
+    if isinstance(w, NMTensor):
+        r, k = (int(s) for s in w.shape)
+        return _Weight(contiguous(w.values), contiguous(w.indices), None, None, r, k, max(r, 1), k, w.n, w.m)
+    if not hasattr(w, "values") or not hasattr(w, "indices"):
+        raise TypeError(f"weight must be an NMTensor or a HiNM tensor, got {type(w).__name__}")
+    r, k = (int(s) for s in _attr(w, "shape"))
+    n, m, v = int(_attr(w, "n")), int(_attr(w, "m")), int(_attr(w, "v"))
+    values = contiguous(w.values)
+    kept = int(values.shape[1]) // n * m if len(values.shape) == 2 else -1
+    col_idx = getattr(w, "col_idx", None)
+    row_perm = getattr(w, "row_perm", None)
+    return _Weight(values, contiguous(w.indices), None if col_idx is None else contiguous(col_idx),
+                   None if row_perm is None else contiguous(row_perm), r, k, v, kept, n, m)
+
+
+def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
+    """The kernel-side bit masks of w, built at first use and cached with the weight."""
+    try:
+        hit = _MASKS.get(w)
+    except TypeError:  # not weak-referenceable: build for this call only
+        hit = None
+    if hit is not None and hit[0] is parts.indices:
+        return hit[1]
+    slots = int(parts.values.shape[0])
+    masks = np.empty((slots, int(_C.spmm_mask_blocks(parts.kept))), dtype=np.uint16)
+    _C.build_spmm_masks(*parts.args(), masks)
+    try:
+        _MASKS[w] = (parts.indices, masks)
+    except TypeError:
+        pass
+    return masks
+
+
+def _is_contiguous(a: Any) -> bool:
+    return bool(a.is_contiguous()) if is_torch(a) else bool(a.flags.c_contiguous)
+
+
+def _require_f32(a: Any, name: str) -> None:
+    dt = dtype_name(a)
+    if dt != "float32":
+        raise TypeError(f"{name} must be float32, got {dt}")
+
+
+def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> Any:
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs an out= buffer to add into")
+        return empty(shape, "float32", like)
+    out = as_array(out, "out")
+    if is_cuda(out):
+        raise ValueError("out is on a GPU but the inputs are on the CPU")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    _require_f32(out, "out")
+    if not _is_contiguous(out):
+        raise ValueError("out must be contiguous (row-major)")
+    return out
+
+
+def _cuda_op(name: str):
+    try:
+        from . import _cuda
+    except ImportError as e:
+        raise RuntimeError(f"hinm.{name}: the input is a CUDA tensor but hinm was built without CUDA "
+                           f"(or its CUDA module failed to load: {e})") from None
+    fn = getattr(_cuda, f"{name}_cuda", None)
+    if fn is None:
+        raise RuntimeError(f"hinm.{name}: this build has no CUDA {name} kernel")
+    return fn
+
+
+def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None, accumulate: bool = False) -> Any:
+    """y = x · Wᵀ + bias for a compressed W [R, K] (NMTensor or HiNM tensor).
+
+    x: float32 [..., K] (any leading batch dims), bias: float32 [R] or None. Returns [..., R]
+    float32 in x's framework. ``out=`` (float32, contiguous, shape [..., R]) receives the result;
+    with ``accumulate=True`` the product and bias are *added* to ``out`` (used to sum several
+    sparse terms, e.g. a TASD series, into one buffer)."""
+    x = as_array(x, "x")
+    if is_cuda(x):
+        return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)
+    parts = _weight(w)
+    _require_f32(x, "x")
+    if len(x.shape) < 1 or int(x.shape[-1]) != parts.cols:
+        raise ValueError(f"x must have shape [..., {parts.cols}] for a weight of shape {(parts.rows, parts.cols)}, "
+                         f"got {tuple(x.shape)}")
+    lead = tuple(int(s) for s in x.shape[:-1])
+    if len(x.shape) != 2 and not _is_contiguous(x):
+        raise ValueError("x must be contiguous when it has other than 2 dimensions (call .contiguous())")
+    x2 = x.reshape(-1, parts.cols) if len(x.shape) != 2 else x
+    if bias is not None:
+        bias = as_array(bias, "bias")
+        _require_f32(bias, "bias")
+        if tuple(bias.shape) != (parts.rows,):
+            raise ValueError(f"bias must have shape ({parts.rows},), got {tuple(bias.shape)}")
+    y = _output(out, lead + (parts.rows,), x, accumulate)
+    y2 = y.reshape(-1, parts.rows) if len(y.shape) != 2 else y
+    masks = _masks(w, parts) if int(x2.shape[0]) < _ROWS_PATH_BATCH else None
+    _C.linear(x2, *parts.args(), bias, y2, bool(accumulate), masks)
+    return y
+
+
+def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) -> Any:
+    """W @ B for a compressed W [R, K] and a float32 B [K, N]; returns [R, N] float32 in B's
+    framework. ``out=`` / ``accumulate=`` as in :func:`linear`."""
+    b = as_array(b, "b")
+    if is_cuda(b):
+        return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
+    parts = _weight(w)
+    _require_f32(b, "b")
+    if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
+        raise ValueError(f"b must have shape ({parts.cols}, N) for a weight of shape {(parts.rows, parts.cols)}, "
+                         f"got {tuple(b.shape)}")
+    y = _output(out, (parts.rows, int(b.shape[1])), b, accumulate)
+    masks = _masks(w, parts) if int(b.shape[1]) < _ROWS_PATH_BATCH else None
+    _C.spmm(*parts.args(), b, y, bool(accumulate), masks)
+    return y
