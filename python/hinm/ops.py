@@ -106,6 +106,7 @@ def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> An
         if accumulate:
             raise ValueError("accumulate=True needs an out= buffer to add into")
         return empty(shape, "float32", like)
+    given = out
     out = as_array(out, "out")
     if is_cuda(out):
         raise ValueError("out is on a GPU but the inputs are on the CPU")
@@ -114,7 +115,7 @@ def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> An
     _require_f32(out, "out")
     if not _is_contiguous(out):
         raise ValueError("out must be contiguous (row-major)")
-    return out
+    return given if is_torch(given) or isinstance(given, np.ndarray) else out
 
 
 def _cuda_op(name: str):

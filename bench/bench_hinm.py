@@ -1,0 +1,111 @@
+"""HiNM CPU GEMM vs dense and scipy CSR: y = x Wᵀ with float32 values, 75% and 87.5% sparsity
+(2:4 inside tiles of v rows that keep 50% / 25% of the input columns), v in {32, 64, 128}.
+
+Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
+"dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
+the same nonzeros. Writes bench/results/bench_hinm.json and a speedup-vs-batch plot
+bench/results/bench_hinm.png (when matplotlib is installed).
+
+    python bench/bench_hinm.py [--quick] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import common
+import numpy as np
+
+import hinm
+
+SHAPES = [(384, 384), (1536, 384), (384, 1536), (768, 3072), (3072, 768), (4096, 4096), (11008, 4096)]
+BATCHES = [1, 8, 32, 128, 512]
+VS = [32, 64, 128]
+SPARSITIES = {"75%": 0.5, "87.5%": 0.25}  # vec_density with 2:4
+
+
+@dataclass(eq=False)
+class RawHiNM:
+    values: Any
+    indices: Any
+    col_idx: Any
+    row_perm: Any
+    shape: tuple
+    v: int
+    n: int
+    m: int
+
+
+def random_hinm(rng, r, k, v, vec_density, n=2, m=4):
+    """A HiNM weight with random kept columns per tile and a random row permutation, plus its
+    scipy CSR equivalent (same nonzeros)."""
+    import scipy.sparse as sp
+
+    kept = max(m, int(round(k * vec_density / m)) * m)
+    t = -(-r // v)
+    cols = np.stack([np.sort(rng.permutation(k)[:kept]) for _ in range(t)]).astype(np.int32)
+    perm = rng.permutation(r).astype(np.int64)
+    nm = hinm.compress_nm(rng.standard_normal((t * v, kept), dtype=np.float32), n, m)
+    w = RawHiNM(nm.values, nm.indices, cols, perm, (r, k), v, n, m)
+    kc = kept // m * n
+    local = (np.arange(kc) // n * m)[None, :] + nm.indices[:r]
+    rows = np.repeat(perm, kc)
+    cc = np.take_along_axis(cols[np.arange(r) // v], local.astype(np.int64), axis=1).ravel()
+    csr = sp.csr_matrix((nm.values[:r].ravel(), (rows, cc)), shape=(r, k))
+    csr.sort_indices()
+    return w, csr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="three shapes, v=64, batches 1, 32, 128")
+    ap.add_argument("--threads", type=int, default=common.THREADS)
+    args = ap.parse_args()
+    common.setup_threads(args.threads)
+    shapes = [SHAPES[0], SHAPES[4], SHAPES[5]] if args.quick else SHAPES
+    batches = [1, 32, 128] if args.quick else BATCHES
+    vs = [64] if args.quick else VS
+    rng = np.random.default_rng(0)
+    rows = []
+    for r, k in shapes:
+        w_dense = rng.standard_normal((r, k), dtype=np.float32)
+        weights = {(s, v): random_hinm(rng, r, k, v, d) for s, d in SPARSITIES.items() for v in vs}
+        for b in batches:
+            x = rng.standard_normal((b, k), dtype=np.float32)
+            xt = np.ascontiguousarray(x.T)
+            dense = min(common.dense_baselines(w_dense, x).values())
+            y = np.empty((b, r), np.float32)
+            for (s, v), (w, csr) in weights.items():
+                t_hinm = common.timeit(lambda: hinm.linear(x, w, out=y))
+                t_csr = common.timeit(lambda: csr @ xt)
+                rows.append({"shape": f"{r}x{k}", "sparsity": s, "v": v, "batch": b, "dense_us": dense * 1e6,
+                             "csr_us": t_csr * 1e6, "hinm_us": t_hinm * 1e6, "vs_dense": dense / t_hinm,
+                             "vs_csr": t_csr / t_hinm})
+            print(f"  {r}x{k} batch {b} done", flush=True)
+    common.print_table(rows, ["shape", "sparsity", "v", "batch", "dense_us", "csr_us", "hinm_us", "vs_dense", "vs_csr"],
+                       title=f"hinm.linear HiNM float32 vs best dense and scipy CSR ({args.threads} threads)")
+    summary = []
+    for s in SPARSITIES:
+        for b in batches:
+            sel = [row["vs_dense"] for row in rows if row["sparsity"] == s and row["batch"] == b]
+            csr = [row["vs_csr"] for row in rows if row["sparsity"] == s and row["batch"] == b]
+            summary.append({"sparsity": s, "batch": b, "min_vs_dense": min(sel), "median_vs_dense": float(np.median(sel)),
+                            "min_vs_csr": min(csr)})
+    common.print_table(summary, ["sparsity", "batch", "min_vs_dense", "median_vs_dense", "min_vs_csr"],
+                       title="summary over shapes and v")
+    common.write_json("bench_hinm", rows, {"threads": args.threads, "summary": summary})
+    series = {}
+    for s in SPARSITIES:
+        for r, k in shapes:
+            v = 64 if 64 in vs else vs[0]
+            pts = [(row["batch"], row["vs_dense"]) for row in rows
+                   if row["sparsity"] == s and row["shape"] == f"{r}x{k}" and row["v"] == v]
+            series[f"{s} {r}x{k} v={v}"] = pts
+    common.plot_lines(common.RESULTS_DIR / "bench_hinm.png", series, "batch", "speedup vs best dense",
+                      f"HiNM float32, {args.threads} threads")
+
+
+if __name__ == "__main__":
+    main()
