@@ -130,16 +130,6 @@ def _cuda_op(name: str):
     return fn
 
 
-def _run_cuda(name: str, args: tuple, out: Optional[Any], accumulate: bool, **kw) -> Any:
-    fn = _cuda_op(name)
-    if not accumulate:
-        return fn(*args, out=out, **kw)
-    if out is None:
-        raise ValueError("accumulate=True needs an out= buffer to add into")
-    out += fn(*args, **kw)
-    return out
-
-
 def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None, accumulate: bool = False) -> Any:
     """y = x · Wᵀ + bias for a compressed W [R, K] (NMTensor or HiNM tensor).
 
@@ -149,7 +139,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     sparse terms, e.g. a TASD series, into one buffer)."""
     x = as_array(x, "x")
     if is_cuda(x):
-        return _run_cuda("linear", (x, w), out, accumulate, bias=bias)
+        return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)
     parts = _weight(w)
     _require_f32(x, "x")
     if len(x.shape) < 1 or int(x.shape[-1]) != parts.cols:
@@ -176,7 +166,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     framework. ``out=`` / ``accumulate=`` as in :func:`linear`."""
     b = as_array(b, "b")
     if is_cuda(b):
-        return _run_cuda("spmm", (w, b), out, accumulate)
+        return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
     parts = _weight(w)
     _require_f32(b, "b")
     if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
