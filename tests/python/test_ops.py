@@ -192,3 +192,15 @@ def test_masks_are_built_once_per_weight(rng):
     first = ops._MASKS[t][1]
     hinm.linear(x, t)
     assert ops._MASKS[t][1] is first
+
+
+@pytest.mark.parametrize("config", ["hinm:v32:0.5:2:4", "hinm:v64:0.25:1:4", "hinm:v128:0.5:4:8", "2:4"])
+def test_compressed_tensors_match_their_dense_form(rng, config):
+    w = rng.standard_normal((150, 128)).astype(np.float32)
+    t = hinm.compress(w, config)
+    dense = np.asarray(t.to_dense(), np.float64)
+    bias = rng.standard_normal(150).astype(np.float32)
+    for batch in (1, 6, 40):
+        x = rng.standard_normal((batch, 128)).astype(np.float32)
+        check_close(hinm.linear(x, t, bias), x.astype(np.float64) @ dense.T + bias, dense, x)
+        check_close(hinm.spmm(t, np.ascontiguousarray(x.T)).T, x.astype(np.float64) @ dense.T, dense, x)
