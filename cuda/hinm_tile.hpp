@@ -129,5 +129,14 @@ inline int block_rows(int v, bool has_col_idx) {
   return 0;
 }
 
+// The block height to launch: the largest valid one, halved (down to 64) while the grid would not
+// give every SM two blocks — small batches or few rows otherwise leave most of the GPU idle.
+inline int launch_block_rows(int max_bm, int64_t slots, int64_t n, int sm_count) {
+  int bm = max_bm;
+  const int64_t nblocks = (n + BN - 1) / BN;
+  while (bm > 64 && (slots + bm - 1) / bm * nblocks < 2 * int64_t(sm_count)) bm /= 2;
+  return bm;
+}
+
 }  // namespace cuda_tile
 }  // namespace hinm

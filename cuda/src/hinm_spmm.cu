@@ -36,6 +36,18 @@ void check_args(const HiNMDeviceView& w, const void* x, int64_t n, int64_t ldx, 
     bad("frag_values and lane_words must be 16-byte aligned");
 }
 
+// Streaming multiprocessors of the current device (cached per device).
+int sm_count() {
+  static std::atomic<int> cached[64] = {};
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  if (device < 64 && cached[device].load(std::memory_order_relaxed) > 0) return cached[device].load();
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  if (device < 64) cached[device].store(sms);
+  return sms;
+}
+
 template <class T, int BM>
 void launch(const cuda_kernel::SpmmParams& p, int64_t slots, cudaStream_t stream) {
   using G = cuda_tile::Tile<BM>;
@@ -87,8 +99,8 @@ void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t l
   p.ldx = ldx;
   p.ldy = ldy;
   p.v = w.col_idx ? w.v : int(cuda_layout::kSlotAlign);  // without col_idx the tile is irrelevant
-  const int bm = cuda_tile::block_rows(w.v, w.col_idx != nullptr);
   const int64_t slots = w.col_idx ? w.slots() : w.rows;
+  const int bm = cuda_tile::launch_block_rows(cuda_tile::block_rows(w.v, w.col_idx != nullptr), slots, n, sm_count());
   auto s = static_cast<cudaStream_t>(stream);
   if (w.dtype == DType::f16)
     launch_bm<__half>(p, bm, slots, s);

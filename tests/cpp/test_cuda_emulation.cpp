@@ -298,6 +298,10 @@ TEST(block_height_follows_v) {
   CHECK_EQ(ct::block_rows(96, true), 32);
   CHECK_EQ(ct::block_rows(48, true), 0);
   CHECK_EQ(ct::block_rows(48, false), 128);
+  // 4096 rows, batch 512 on 132 SMs: 32 x 4 blocks of 128 rows are too few -> 64-row blocks
+  CHECK_EQ(ct::launch_block_rows(128, 4096, 512, 132), 64);
+  CHECK_EQ(ct::launch_block_rows(128, 4096, 4096, 132), 128);
+  CHECK_EQ(ct::launch_block_rows(32, 64, 8, 132), 32);
 }
 
 TEST(lane_words_match_the_golden_f16_block) {
