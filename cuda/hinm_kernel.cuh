@@ -168,36 +168,52 @@ __global__ void __launch_bounds__(cuda_tile::Tile<BM>::THREADS, cuda_tile::Tile<
     }
   }
   cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the pipeline's shared memory
 
-  // Epilogue: slot row s -> original row row_perm[s]; padding slots (s >= R) are dropped.
-  T* y = static_cast<T*>(p.y);
-  const T* bias = static_cast<const T*>(p.bias);
-  const bool pairs = (p.ldy % 2 == 0) && (reinterpret_cast<uintptr_t>(p.y) % 4 == 0);
+  // Epilogue 1: accumulators -> shared memory (f32 tile [BM][C_PITCH]).
+  float* c_s = reinterpret_cast<float*>(smem);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t s = cuda_tile::out_slot(slot0, wm * MT + mt, lane, 2 * half);
-      if (s >= p.rows) continue;
-      const int64_t row = p.row_perm ? p.row_perm[s] : s;
-      const float b = bias ? Mma<T>::to_float(bias[row]) : 0.f;
-      T* yrow = y + row * p.ldy;
+    for (int nt = 0; nt < cuda_tile::N8; ++nt)
 #pragma unroll
-      for (int nt = 0; nt < cuda_tile::N8; ++nt) {
-        const int64_t col = cuda_tile::out_col(n0, wn, nt, lane, 2 * half);
-        float v0 = acc[mt][nt][2 * half] + b, v1 = acc[mt][nt][2 * half + 1] + b;
-        if (p.accumulate) {
-          if (col < p.n) v0 += Mma<T>::to_float(yrow[col]);
-          if (col + 1 < p.n) v1 += Mma<T>::to_float(yrow[col + 1]);
-        }
-        if (pairs && col + 1 < p.n) {
-          *reinterpret_cast<uint32_t*>(yrow + col) = Mma<T>::pack(v0, v1);
-        } else {
-          if (col < p.n) yrow[col] = Mma<T>::from_float(v0);
-          if (col + 1 < p.n) yrow[col + 1] = Mma<T>::from_float(v1);
-        }
+      for (int half = 0; half < 2; ++half)
+        *reinterpret_cast<float2*>(c_s + cuda_tile::c_stage_index(wm * MT + mt, wn, nt, lane, 2 * half)) =
+            make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
+  __syncthreads();
+
+  // Epilogue 2: 8 outputs per thread and step; slot row s -> original row row_perm[s], padding
+  // slots (s >= R) and columns >= n dropped; bias and (accumulate) the old value added in f32.
+  T* y = static_cast<T*>(p.y);
+  const T* bias = static_cast<const T*>(p.bias);
+  const bool vec = (p.ldy % 8 == 0) && (reinterpret_cast<uintptr_t>(p.y) % 16 == 0);
+  for (int i = threadIdx.x; i < BM * cuda_tile::C_CHUNKS_PER_ROW; i += G::THREADS) {
+    const int r = cuda_tile::c_chunk_row(i), c = cuda_tile::c_chunk_col(i);
+    const int64_t s = slot0 + r, col = n0 + c;
+    if (s >= p.rows || col >= p.n) continue;
+    const int64_t row = p.row_perm ? p.row_perm[s] : s;
+    const float b = bias ? Mma<T>::to_float(bias[row]) : 0.f;
+    T* out = y + row * p.ldy + col;
+    const float4 lo = *reinterpret_cast<const float4*>(c_s + r * cuda_tile::C_PITCH + c);
+    const float4 hi = *reinterpret_cast<const float4*>(c_s + r * cuda_tile::C_PITCH + c + 4);
+    float v[8] = {lo.x + b, lo.y + b, lo.z + b, lo.w + b, hi.x + b, hi.y + b, hi.z + b, hi.w + b};
+    if (vec && col + 8 <= p.n) {
+      uint4 packed;
+      if (p.accumulate) {
+        packed = *reinterpret_cast<const uint4*>(out);
+        const T* old = reinterpret_cast<const T*>(&packed);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] += Mma<T>::to_float(old[e]);
       }
+      packed = make_uint4(Mma<T>::pack(v[0], v[1]), Mma<T>::pack(v[2], v[3]), Mma<T>::pack(v[4], v[5]),
+                          Mma<T>::pack(v[6], v[7]));
+      *reinterpret_cast<uint4*>(out) = packed;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        if (col + e < p.n) out[e] = Mma<T>::from_float(v[e] + (p.accumulate ? Mma<T>::to_float(out[e]) : 0.f));
     }
+  }
 }
 
 }  // namespace cuda_kernel

@@ -32,6 +32,8 @@ constexpr int WARPS_N = BN / WARP_N;
 constexpr int N8 = WARP_N / 8;               // n8 tiles per warp
 constexpr int STAGES = 3;
 constexpr int B_CHUNKS_PER_ROW = BN / 8;     // 16-byte chunks in one gathered row
+constexpr int C_PITCH = BN + 4;              // f32 row pitch of the staged output tile
+constexpr int C_CHUNKS_PER_ROW = BN / 8;     // 8 outputs (16 bytes of f16/bf16) per store
 
 template <int BM>
 struct Tile {
@@ -50,7 +52,8 @@ struct Tile {
   static constexpr int META_BYTES = META_CHUNKS * 16;
   static constexpr int B_BYTES = B_CHUNKS * 16;
   static constexpr int STAGE_BYTES = A_BYTES + META_BYTES + B_BYTES;
-  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+  static constexpr int C_BYTES = BM * C_PITCH * 4;  // the epilogue reuses the pipeline's memory
+  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES > C_BYTES ? STAGES * STAGE_BYTES : C_BYTES;
 };
 
 // One 16-byte copy: source offset (bytes, from the array's base), destination offset (bytes, from
@@ -119,6 +122,16 @@ HINM_HD int64_t out_slot(int64_t slot0, int mtile, int lane, int reg) { return s
 HINM_HD int64_t out_col(int64_t n0, int wn, int nt, int lane, int reg) {
   return n0 + wn * WARP_N + nt * 8 + c_col(lane, reg);
 }
+
+// ---- epilogue staging -------------------------------------------------------------------------
+// After the main loop the accumulators go through shared memory (f32, rows padded to C_PITCH
+// floats against bank conflicts) so that each output row segment is written with 16-byte stores.
+HINM_HD int c_stage_index(int mtile, int wn, int nt, int lane, int reg) {
+  return (mtile * 16 + c_row(lane, reg)) * C_PITCH + wn * WARP_N + nt * 8 + c_col(lane, reg);
+}
+// Store chunk i of the block: row (0..BM-1) and first column (0..BN-8) in the tile.
+HINM_HD int c_chunk_row(int i) { return i / C_CHUNKS_PER_ROW; }
+HINM_HD int c_chunk_col(int i) { return (i % C_CHUNKS_PER_ROW) * 8; }
 
 // Thread-block height for a weight: every block must lie inside one HiNM tile (one col_idx row).
 // Returns 0 when v admits none (v not a multiple of 32 with a per-tile column list).

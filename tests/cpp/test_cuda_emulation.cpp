@@ -203,19 +203,29 @@ void emulate(const Case& c, const Weight& w, const Device& d, std::vector<uint16
           }
         }
       }
+      // epilogue: stage the accumulators in "shared memory", then store 8 outputs per chunk
+      std::vector<float> c_s(G::SMEM_BYTES / 4, NAN);
       for (int warp = 0; warp < G::WARPS_M * ct::WARPS_N; ++warp) {
         const int wm = warp / ct::WARPS_N, wn = warp % ct::WARPS_N;
         for (int mt = 0; mt < G::MT; ++mt)
           for (int nt = 0; nt < ct::N8; ++nt)
             for (int lane = 0; lane < 32; ++lane)
               for (int r = 0; r < 4; ++r) {
-                const int64_t s = ct::out_slot(slot0, wm * G::MT + mt, lane, r), col = ct::out_col(n0, wn, nt, lane, r);
-                if (s >= c.R || col >= c.N) continue;
-                const int64_t row = row_perm ? row_perm[s] : s;
-                const float b = c.bias ? from16(d.bias[row], c.bf16) : 0.f;
-                const float old = c.accumulate ? from16(y[row * c.N + col], c.bf16) : 0.f;
-                y[row * c.N + col] = to16(acc[warp][mt][nt][lane][r] + b + old, c.bf16);
+                const int idx = ct::c_stage_index(wm * G::MT + mt, wn, nt, lane, r);
+                CHECK(idx >= 0 && (idx + 1) * 4 <= G::SMEM_BYTES);
+                c_s[idx] = acc[warp][mt][nt][lane][r];
               }
+      }
+      for (int i = 0; i < BM * ct::C_CHUNKS_PER_ROW; ++i) {
+        const int r = ct::c_chunk_row(i), cc = ct::c_chunk_col(i);
+        const int64_t s = slot0 + r, col = n0 + cc;
+        if (s >= c.R || col >= c.N) continue;
+        const int64_t row = row_perm ? row_perm[s] : s;
+        const float b = c.bias ? from16(d.bias[row], c.bf16) : 0.f;
+        for (int e = 0; e < 8 && col + e < c.N; ++e) {
+          const float old = c.accumulate ? from16(y[row * c.N + col + e], c.bf16) : 0.f;
+          y[row * c.N + col + e] = to16(c_s[r * ct::C_PITCH + cc + e] + b + old, c.bf16);
+        }
       }
     }
 }
