@@ -134,7 +134,8 @@ HINM_HD int c_chunk_row(int i) { return i / C_CHUNKS_PER_ROW; }
 HINM_HD int c_chunk_col(int i) { return (i % C_CHUNKS_PER_ROW) * 8; }
 
 // Thread-block height for a weight: every block must lie inside one HiNM tile (one col_idx row).
-// Returns 0 when v admits none (v not a multiple of 32 with a per-tile column list).
+// Returns 0 when v admits none (v not a multiple of 32 with per-tile column lists, i.e. more
+// than one tile; a single tile takes any height).
 inline int block_rows(int v, bool has_col_idx) {
   if (!has_col_idx) return 128;
   for (int bm : {128, 64, 32})

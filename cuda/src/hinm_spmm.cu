@@ -25,7 +25,7 @@ void check_args(const HiNMDeviceView& w, const void* x, int64_t n, int64_t ldx, 
   if (w.rows < 0 || w.cols < 0 || w.v < 1 || n < 0) bad("negative extent or v < 1");
   if (w.kept < 0 || w.kept % 4 != 0 || w.kept > w.cols) bad("kept=" + std::to_string(w.kept) + " must be a multiple of 4 and <= K");
   if (!w.col_idx && w.kept != w.cols) bad("without col_idx, kept must equal K");
-  if (w.col_idx && cuda_tile::block_rows(w.v, true) == 0)
+  if (w.col_idx && w.tiles() > 1 && cuda_tile::block_rows(w.v, true) == 0)
     bad("v=" + std::to_string(w.v) + " is not a multiple of 32 (the CUDA kernel's smallest block height)");
   if (ldx % 8 != 0 || ldx < (n + 7) / 8 * 8)
     bad("x row stride " + std::to_string(ldx) + " must be a multiple of 8 and >= roundup(n, 8)");
@@ -100,7 +100,9 @@ void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t l
   p.ldy = ldy;
   p.v = w.col_idx ? w.v : int(cuda_layout::kSlotAlign);  // without col_idx the tile is irrelevant
   const int64_t slots = w.col_idx ? w.slots() : w.rows;
-  const int bm = cuda_tile::launch_block_rows(cuda_tile::block_rows(w.v, w.col_idx != nullptr), slots, n, sm_count());
+  // One tile (e.g. plain N:M with a column permutation): every block reads col_idx row 0, any BM fits.
+  const bool per_tile_cols = w.col_idx != nullptr && w.tiles() > 1;
+  const int bm = cuda_tile::launch_block_rows(cuda_tile::block_rows(w.v, per_tile_cols), slots, n, sm_count());
   auto s = static_cast<cudaStream_t>(stream);
   if (w.dtype == DType::f16)
     launch_bm<__half>(p, bm, slots, s);

@@ -267,7 +267,7 @@ void run_case(const Case& c, std::mt19937& rng) {
       y0[i] = float(val(rng));
       y[i] = to16(y0[i], c.bf16);
     }
-  const int bm = ct::block_rows(int(c.v), !c.plain);
+  const int bm = ct::block_rows(int(c.v), !c.plain && w.S / c.v > 1);
   if (bm == 128) emulate<128>(c, w, d, y);
   else if (bm == 64) emulate<64>(c, w, d, y);
   else emulate<32>(c, w, d, y);
@@ -294,6 +294,7 @@ TEST(emulated_kernel_reproduces_dense_hinm_product) {
   run_case({96, 160, 96, 64, 21, true, false, false, false}, rng);    // v = 96 -> BM 32, no permutation
   run_case({200, 192, 64, 192, 1, false, true, false, true}, rng);    // Kt == K (input permutation only), N = 1
   run_case({64, 128, 64, 64, 24, false, true, false, true, true}, rng); // accumulate into y
+  run_case({100, 96, 100, 96, 12, false, true, false, false}, rng);   // one tile, v = R = 100: any BM
 }
 
 TEST(emulated_kernel_reproduces_plain_2_4_product) {

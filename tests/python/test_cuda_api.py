@@ -139,3 +139,43 @@ def test_index_checks_guard_the_kernel():
                                                 row_perm=torch.arange(32) + 1, **base))
     with pytest.raises(ValueError, match="row_perm"):
         _cuda._checked_indices(bad_perm)
+
+
+def _decode_device_layout(frag, words, rows, cols, v, kept, col_idx, row_perm):
+    """Dense [R, K] rebuilt from the device-ready layout with the PTX fragment and metadata rules
+    (sptc-metadata.md 1.5), written independently of the C++ converter."""
+    ks = words.shape[1] // 32
+    f = frag.float().numpy().reshape(-1, ks, 32, 8)
+    wd = words.numpy().reshape(-1, ks, 32).astype(np.int64)
+    dense = np.zeros((rows, cols), np.float32)
+    s = np.arange(rows)[:, None]  # slot rows (padding slots are never read back)
+    q = np.arange(kept // 4)[None, :]  # 4-column chunks of the kept columns
+    kk, qq = q // 8, q % 8
+    ii = s % 32
+    lane = 4 * (ii % 8) + 2 * (ii // 16) + qq // 4
+    code = (wd[s // 32, kk, lane] >> (16 * ((ii // 8) % 2) + 4 * (qq % 4))) & 0xF
+    perm = np.arange(rows) if row_perm is None else np.asarray(row_perm)
+    tile_cols = np.arange(cols)[None, :].repeat(-(-rows // v), 0) if col_idx is None else np.asarray(col_idx)
+    for which, pos in ((0, code & 3), (1, code >> 2)):
+        cc = 2 * qq + which  # compressed column inside the 16-wide slice
+        val = f[s // 16, kk, 4 * (s % 8) + (cc % 8) // 2, 4 * (cc // 8) + 2 * ((s % 16) // 8) + cc % 2]
+        col = tile_cols[(s // v), 4 * q + pos]
+        dense[np.broadcast_to(perm[s], col.shape), col] = val
+    return dense
+
+
+@pytest.mark.parametrize("config", ["hinm:v32:0.5:2:4", "hinm:v64:0.25:2:4", "2:4"])
+def test_device_layout_of_a_compressed_weight_decodes_to_the_dense_weight(config):
+    rng = np.random.default_rng(5)
+    rows, cols = 150, 200
+    weight = torch.from_numpy(rng.standard_normal((rows, cols)).astype(np.float32)).half()
+    perm = None
+    if config.startswith("hinm"):
+        tiles = -(-rows // hinm.parse_config(config).v)
+        perm = {"row_perm": rng.permutation(rows), "col_orders": np.stack([rng.permutation(cols) for _ in range(tiles)])}
+    w = hinm.compress(weight, config, perm=perm)
+    c = _cuda._canonical(w)
+    col_idx, row_perm = _cuda._checked_indices(c)
+    frag, words = _pack(_cuda._as_torch_cpu(c.values), _cuda._as_torch_cpu(c.positions), c.rows, c.cols, c.v, c.kept)
+    got = _decode_device_layout(frag, words, c.rows, c.cols, c.v, c.kept, col_idx, row_perm)
+    np.testing.assert_array_equal(got, w.to_dense().float().numpy())

@@ -32,7 +32,8 @@ struct HiNMDeviceView {
 // y: [R, n] row-major, row stride ldy (>= n). bias: [R] or null. accumulate: add to y instead of
 // overwriting it (the sum is rounded once). stream: a cudaStream_t (null =
 // default stream). Asynchronous; throws std::invalid_argument for bad arguments and
-// std::runtime_error for CUDA errors. v must be a multiple of 32 unless col_idx is null.
+// std::runtime_error for CUDA errors. v must be a multiple of 32 when there are several tiles
+// with a col_idx list (T > 1).
 void cuda_hinm_spmm(const HiNMDeviceView& w, const void* x, int64_t n, int64_t ldx, void* y, int64_t ldy,
                     const void* bias, bool accumulate, void* stream);
 
