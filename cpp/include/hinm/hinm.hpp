@@ -11,4 +11,6 @@
 #include "hinm/parallel.hpp"
 #include "hinm/pattern.hpp"
 #include "hinm/spmm.hpp"
+#include "hinm/sptc.hpp"
+#include "hinm/sptc_index.hpp"
 #include "hinm/tasd.hpp"
