@@ -12,9 +12,6 @@ bench/results/bench_hinm.png (when matplotlib is installed).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any
-
 import common
 import numpy as np
 
@@ -26,36 +23,15 @@ VS = [32, 64, 128]
 SPARSITIES = {"75%": 0.5, "87.5%": 0.25}  # vec_density with 2:4
 
 
-@dataclass(eq=False)
-class RawHiNM:
-    values: Any
-    indices: Any
-    col_idx: Any
-    row_perm: Any
-    shape: tuple
-    v: int
-    n: int
-    m: int
-
-
 def random_hinm(rng, r, k, v, vec_density, n=2, m=4):
-    """A HiNM weight with random kept columns per tile and a random row permutation, plus its
-    scipy CSR equivalent (same nonzeros)."""
+    """hinm.compress of a random weight (|w| saliency, default column order), plus its scipy CSR
+    equivalent (same nonzeros)."""
     import scipy.sparse as sp
 
-    kept = max(m, int(round(k * vec_density / m)) * m)
-    t = -(-r // v)
-    cols = np.stack([np.sort(rng.permutation(k)[:kept]) for _ in range(t)]).astype(np.int32)
-    perm = rng.permutation(r).astype(np.int64)
-    nm = hinm.compress_nm(rng.standard_normal((t * v, kept), dtype=np.float32), n, m)
-    w = RawHiNM(nm.values, nm.indices, cols, perm, (r, k), v, n, m)
-    kc = kept // m * n
-    local = (np.arange(kc) // n * m)[None, :] + nm.indices[:r]
-    rows = np.repeat(perm, kc)
-    cc = np.take_along_axis(cols[np.arange(r) // v], local.astype(np.int64), axis=1).ravel()
-    csr = sp.csr_matrix((nm.values[:r].ravel(), (rows, cc)), shape=(r, k))
+    t = hinm.compress(rng.standard_normal((r, k), dtype=np.float32), hinm.HiNMConfig(v, vec_density, n, m))
+    csr = sp.csr_matrix(np.asarray(t.to_dense()))
     csr.sort_indices()
-    return w, csr
+    return t, csr
 
 
 def main() -> None:

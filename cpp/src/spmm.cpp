@@ -131,6 +131,11 @@ T* scratch(size_t n) {
 // ----------------------------------------------------------------------------------------------
 // Rows path: few activations, weights decoded from masks
 // ----------------------------------------------------------------------------------------------
+// Below this many multiply-adds, waking a second thread costs more than it saves: one chunk.
+bool small_problem(const Problem& p) {
+  return double(p.w->rows) * double(p.w->compressed_cols()) * double(p.batch) < double(1 << 18);
+}
+
 bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   if (!k.rows || n >= 16) return false;
   if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return n <= 8;  // measured crossover
@@ -146,9 +151,10 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const HiNMView& w = *p.w;
   const int64_t blocks = spmm_mask_blocks(w);
   const auto items = row_items(w, 32);
+  const int64_t grain = small_problem(p) ? int64_t(items.size()) : 1;
   const bool direct = p.linear_layout && !w.col_idx;  // x rows are already dense over the kept columns
   const int esize = dtype_size(w.values.dtype);
-  parallel_for(int64_t(items.size()), 1, [&](int64_t i0, int64_t i1) {
+  parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
       const RowItem& item = items[size_t(it)];
       const int64_t rows = item.s1 - item.s0;
@@ -234,7 +240,8 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
     transpose_activations(p, nb, nblocks, xt);
   }
   const auto items = row_items(w, 64);
-  parallel_for(int64_t(items.size()), 1, [&](int64_t i0, int64_t i1) {
+  const int64_t grain = small_problem(p) ? int64_t(items.size()) : 1;
+  parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
       const RowItem& item = items[size_t(it)];
       const int64_t rows = item.s1 - item.s0;

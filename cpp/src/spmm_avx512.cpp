@@ -18,50 +18,43 @@
 namespace hinm::detail {
 namespace {
 
-// --- panel kernel: two rows at a time, W vectors of 16 batch lanes per row ------------------
+// --- panel kernel: RB rows at a time (enough independent FMA chains to hide latency), W vectors
+// of 16 batch lanes per row -------------------------------------------------------------------
+template <int W, int RB>
+HINM_AVX512 void panel_rows(const PanelArgs& a, int64_t r) {
+  __m512 c[RB][W];
+  float* y[RB];
+  const float* v[RB];
+  const int32_t* o[RB];
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i) {
+    y[i] = a.acc + (r + i) * a.acc_stride;
+    v[i] = a.vals + (r + i) * a.vals_stride;
+    o[i] = a.offs + (r + i) * a.offs_stride;
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) c[i][w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y[i] + 16 * w);
+  }
+  for (int64_t j = 0; j < a.cnt; ++j) {
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i) {
+      const __m512 wv = _mm512_set1_ps(v[i][j]);
+      const float* p = a.panel + o[i][j];
+#pragma GCC unroll 4
+      for (int w = 0; w < W; ++w) c[i][w] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 16 * w), c[i][w]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(y[i] + 16 * w, c[i][w]);
+}
+
 template <int W>
 HINM_AVX512 void panel_w(const PanelArgs& a) {
+  constexpr int RB = W == 1 ? 8 : W == 2 ? 4 : 2;
   int64_t r = 0;
-  for (; r + 2 <= a.rows; r += 2) {
-    float* y0 = a.acc + r * a.acc_stride;
-    float* y1 = y0 + a.acc_stride;
-    __m512 c0[W], c1[W];
-    for (int w = 0; w < W; ++w) {
-      c0[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y0 + 16 * w);
-      c1[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y1 + 16 * w);
-    }
-    const float* v0 = a.vals + r * a.vals_stride;
-    const float* v1 = v0 + a.vals_stride;
-    const int32_t* o0 = a.offs + r * a.offs_stride;
-    const int32_t* o1 = o0 + a.offs_stride;
-    for (int64_t j = 0; j < a.cnt; ++j) {
-      const __m512 w0 = _mm512_set1_ps(v0[j]);
-      const __m512 w1 = _mm512_set1_ps(v1[j]);
-      const float* p0 = a.panel + o0[j];
-      const float* p1 = a.panel + o1[j];
-      for (int w = 0; w < W; ++w) {
-        c0[w] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * w), c0[w]);
-        c1[w] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(p1 + 16 * w), c1[w]);
-      }
-    }
-    for (int w = 0; w < W; ++w) {
-      _mm512_storeu_ps(y0 + 16 * w, c0[w]);
-      _mm512_storeu_ps(y1 + 16 * w, c1[w]);
-    }
-  }
-  for (; r < a.rows; ++r) {
-    float* y0 = a.acc + r * a.acc_stride;
-    __m512 c0[W];
-    for (int w = 0; w < W; ++w) c0[w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y0 + 16 * w);
-    const float* v0 = a.vals + r * a.vals_stride;
-    const int32_t* o0 = a.offs + r * a.offs_stride;
-    for (int64_t j = 0; j < a.cnt; ++j) {
-      const __m512 w0 = _mm512_set1_ps(v0[j]);
-      const float* p0 = a.panel + o0[j];
-      for (int w = 0; w < W; ++w) c0[w] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * w), c0[w]);
-    }
-    for (int w = 0; w < W; ++w) _mm512_storeu_ps(y0 + 16 * w, c0[w]);
-  }
+  for (; r + RB <= a.rows; r += RB) panel_rows<W, RB>(a, r);
+  for (; r < a.rows; ++r) panel_rows<W, 1>(a, r);
 }
 
 HINM_AVX512 void panel(const PanelArgs& a) {

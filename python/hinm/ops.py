@@ -26,7 +26,8 @@ __all__ = ["linear", "spmm"]
 # Below this many activations the kernels decode weights from bit masks derived from the indices;
 # the masks are built once per weight and kept here (dropped with the weight).
 _ROWS_PATH_BATCH = 16
-_MASKS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+_MASKS: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+_KEYS = ("values", "indices", "col_idx", "row_perm")
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,42 @@ def _weight(w: Any) -> _Weight:
                    None if row_perm is None else contiguous(row_perm), r, k, v, kept, n, m)
 
 
-def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
-    """The kernel-side bit masks of w, built at first use and cached with the weight."""
+def _cached(w: Any) -> Optional[list]:
+    """[arrays, -, parts, masks] remembered for w, while w still holds those arrays."""
     try:
         hit = _MASKS.get(w)
-    except TypeError:  # not weak-referenceable: build for this call only
-        hit = None
-    if hit is not None and hit[0] is parts.indices:
-        return hit[1]
+    except TypeError:  # not weak-referenceable: nothing is cached
+        return None
+    if hit is not None and all(a is getattr(w, name, None) for a, name in zip(hit[0], _KEYS)):
+        return hit
+    return None
+
+
+def _parts(w: Any) -> _Weight:
+    hit = _cached(w)
+    if hit is not None:
+        return hit[2]
+    parts = _weight(w)
+    try:
+        _MASKS[w] = [tuple(getattr(w, name, None) for name in _KEYS), None, parts, None]
+    except (TypeError, AttributeError):
+        pass
+    return parts
+
+
+def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
+    """The kernel-side bit masks of w, built at first use and cached with the weight (patterns
+    with m = 2n decode from the indices directly and need none)."""
+    if parts.m == 2 * parts.n and 16 % parts.n == 0:
+        return None
+    hit = _cached(w)
+    if hit is not None and hit[3] is not None:
+        return hit[3]
     slots = int(parts.values.shape[0])
     masks = np.empty((slots, int(_C.spmm_mask_blocks(parts.kept))), dtype=np.uint16)
     _C.build_spmm_masks(*parts.args(), masks)
-    try:
-        _MASKS[w] = (parts.indices, masks)
-    except TypeError:
-        pass
+    if hit is not None:
+        hit[3] = masks
     return masks
 
 
@@ -96,6 +118,8 @@ def _is_contiguous(a: Any) -> bool:
 
 
 def _require_f32(a: Any, name: str) -> None:
+    if isinstance(a, np.ndarray) and a.dtype == np.float32:  # fast path: no dtype-name lookup
+        return
     dt = dtype_name(a)
     if dt != "float32":
         raise TypeError(f"{name} must be float32, got {dt}")
@@ -140,7 +164,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     x = as_array(x, "x")
     if is_cuda(x):
         return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)
-    parts = _weight(w)
+    parts = _parts(w)
     _require_f32(x, "x")
     if len(x.shape) < 1 or int(x.shape[-1]) != parts.cols:
         raise ValueError(f"x must have shape [..., {parts.cols}] for a weight of shape {(parts.rows, parts.cols)}, "
@@ -167,7 +191,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     b = as_array(b, "b")
     if is_cuda(b):
         return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
-    parts = _weight(w)
+    parts = _parts(w)
     _require_f32(b, "b")
     if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
         raise ValueError(f"b must have shape ({parts.cols}, N) for a weight of shape {(parts.rows, parts.cols)}, "
