@@ -9,15 +9,15 @@ SR-STE). Every recipe runs the same number of optimizer steps (Adam, cosine LR, 
   mask-decay MaskDecay linear, β reaches 0 at 60% of the steps, last 25% hard fine-tune
   struct-decay StructureDecay stepwise (e.g. 7:8→4:8→2:8→1:8), last 25% hard fine-tune
 Test accuracy is measured on the finalized (hard-masked) model, mean ± std over seeds.
-Needs scikit-learn and matplotlib. Usage: python bench/bench_training.py [--steps 1500] [--seeds 3]"""
+Needs scikit-learn and matplotlib. Usage: python bench/bench_training.py [--steps 1500] [--seeds 5] [--jobs 2]"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -134,32 +134,46 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+_DATA = None
+
+
+def _init_worker(threads: int) -> None:
+    global _DATA
+    torch.set_num_threads(threads)
+    hinm.set_num_threads(threads)
+    _DATA = load_digits()
+
+
+def _run_job(recipe: str, pattern: str, seed: int, steps: int) -> dict:
+    return run(recipe, pattern, seed, steps, _DATA)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch/hinm threads per run")
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    hinm.set_num_threads(args.threads)
-    data = load_digits()
     t0 = time.perf_counter()
+    jobs = [("dense", PATTERNS[0], s) for s in range(args.seeds)]
+    jobs += [(r, p, s) for p in PATTERNS for r in RECIPES[1:] for s in range(args.seeds)]
+    with multiprocessing.get_context("fork").Pool(args.jobs, _init_worker, (args.threads,)) as pool:
+        done = dict(zip(jobs, pool.starmap(_run_job, [(*j, args.steps) for j in jobs])))
     results: dict = {p: {r: {"acc": [], "density": []} for r in RECIPES} for p in PATTERNS}
-    dense_runs = [run("dense", PATTERNS[0], s, args.steps, data) for s in range(args.seeds)]
     for pattern in PATTERNS:
         for recipe in RECIPES:
             for seed in range(args.seeds):
-                r = dense_runs[seed] if recipe == "dense" else run(recipe, pattern, seed, args.steps, data)
+                r = done[("dense", PATTERNS[0], seed) if recipe == "dense" else (recipe, pattern, seed)]
                 results[pattern][recipe]["acc"].append(r["acc"])
                 results[pattern][recipe]["density"].append(r["density"])
                 if recipe != "dense":
                     want = hinm.parse_config(pattern).density
                     assert abs(r["density"] - want) < 1e-6, (pattern, recipe, r["density"], want)
-        print(f"  {pattern} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     print(table(results, args.seeds))
     os.makedirs(args.out, exist_ok=True)
-    meta = {"steps": args.steps, "seeds": args.seeds, "threads": args.threads, "batch": 64,
+    meta = {"steps": args.steps, "seeds": args.seeds, "threads": args.threads, "jobs": args.jobs, "batch": 64,
             "model": f"MLP 64-{HIDDEN}-{HIDDEN}-10, hidden layers sparse, head dense", "optimizer": "Adam 2e-3 cosine",
             "data": "sklearn digits, 80/20 stratified split (seed 0)", "seconds": time.perf_counter() - t0}
     with open(os.path.join(args.out, "training.json"), "w") as f:
