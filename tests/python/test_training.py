@@ -194,19 +194,20 @@ def test_srste_update_equals_formula_default_lambda():
 
 def test_conv_masks_group_along_input_channels():
     gen = torch.Generator().manual_seed(1)
-    conv = nn.Conv2d(8, 6, 3).double()
+    conv = nn.Conv2d(8, 6, 3)
     with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64))
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
     w0 = conv.weight.detach().clone()
     rec = T.MaskDecay(nn.Sequential(conv), "2:4", schedule="step")
     m = ref_mask(w0, hinm.NMConfig(2, 4))
     assert torch.equal(rec.masks["0.weight"], m)
     assert torch.equal(m.sum(1), torch.full((6, 3, 3), 4))        # 2 of every 4 input channels
-    x = torch.randn(2, 8, 5, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(2, 8, 5, 5, generator=gen)
     assert torch.equal(conv(x), nn.functional.conv2d(x, w0 * m, conv.bias))
     hard = rec.finalize()["0.weight"]
-    mat = T.weight_matrix(hard).float()
+    mat = T.weight_matrix(hard)
     assert torch.equal(hinm.compress_nm(mat, 2, 4).to_dense(), mat)
+    assert torch.equal(rec.compressed()["0.weight"].to_dense(), T.weight_matrix(hard))
 
 
 def test_hinm_mask_matches_reference():
@@ -215,7 +216,7 @@ def test_hinm_mask_matches_reference():
                        (hinm.HiNMConfig(3, 0.75, 1, 2), (7, 12))]:
         w = torch.randn(shape, generator=gen)
         w[0, :4] = 1.0   # ties
-        assert torch.equal(T.layer_mask(w, cfg), ref_mask(w, cfg))
+        assert torch.equal(T.layer_mask(w, cfg)[0], ref_mask(w, cfg))
 
 
 # ---- finalize ------------------------------------------------------------------------------
@@ -373,3 +374,30 @@ def test_masks_recomputed_only_every_k_steps():
             changed_between += not torch.equal(mask, fresh)
         previous = mask
     assert changed_between > 0   # the weights did move the would-be mask in between
+
+
+@pytest.mark.parametrize("cfg", ["hinm:v4:0.5:2:4", "hinm:v3:0.25:1:4"])
+def test_finalized_hinm_weights_compress_exactly(cfg):
+    gen = torch.Generator().manual_seed(9)
+    model = nn.Sequential(nn.Linear(32, 10), nn.ReLU(), nn.Conv1d(4, 6, 8))   # 10 rows: a padded last tile
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    rec = T.MaskDecay(model, cfg, schedule="linear", decay=0.5, layers=["0", "2"])
+    for _ in range(3):
+        (model[0](torch.randn(2, 32, generator=gen)).sum() + model[2](torch.randn(2, 4, 9, generator=gen)).sum()
+         ).backward()
+        opt.step()
+        opt.zero_grad()
+        rec.step()
+    assert rec.beta == 0.0
+    masks = {k: v.clone() for k, v in rec.masks.items()}
+    config = hinm.parse_config(cfg)
+    with pytest.raises(RuntimeError, match="finalize"):
+        rec.compressed()
+    hard = rec.finalize()
+    compressed = rec.compressed()
+    assert all(isinstance(c, hinm.HiNMTensor) for c in compressed.values())
+    for name, w in hard.items():
+        mat = T.weight_matrix(w)
+        assert torch.equal(mat != 0, T.weight_matrix(masks[name]))      # no exact zeros in these weights
+        assert (mat != 0).sum(1).tolist() == [config.kept_columns(mat.shape[1]) * config.n // config.m] * len(mat)
+        assert torch.equal(compressed[name].to_dense(), mat)

@@ -6,10 +6,11 @@ Apex ASP do): the matrix is weight.permute(0, 2, ..., 1).reshape(O, -1)."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import torch
 
+from ..hinm_format import hinm_mask
 from ..nm import nm_mask
 from ..pattern import HiNMConfig, NMConfig
 
@@ -48,31 +49,26 @@ def check_layer(weight: torch.Tensor, config: Config, name: str) -> None:
         raise ValueError(f"{name}: input width {k} is not a multiple of m={config.m} for the {config} pattern")
 
 
-def _hinm_matrix_mask(scores: torch.Tensor, config: HiNMConfig) -> torch.Tensor:
-    # The one place HiNM configs are masked. Interim torch version of the HiNM mask contract
-    # (COMMON.md) until hinm.hinm_mask is on main: tiles of v rows keep the Kt columns with the
-    # largest summed score (ties: lower column), then n:m along each row over the kept columns.
-    r, k = scores.shape
-    v, kt = config.v, config.kept_columns(k)
-    tiles = -(-r // v)
-    padded = torch.zeros(tiles * v, k, dtype=torch.float64)
-    padded[:r] = scores
-    col_sum = padded.view(tiles, v, k).sum(dim=1)
-    order = torch.sort(col_sum, dim=1, descending=True, stable=True).indices[:, :kt]
-    kept = torch.sort(order, dim=1).values                                 # [T, Kt], ascending
-    gathered = torch.gather(padded.view(tiles, v, k), 2, kept[:, None, :].expand(tiles, v, kt))
-    inner = nm_mask(gathered.reshape(tiles * v, kt), config.n, config.m).view(tiles, v, kt)
-    mask = torch.zeros(tiles, v, k, dtype=torch.bool)
-    mask.scatter_(2, kept[:, None, :].expand(tiles, v, kt), inner)
-    return mask.view(tiles * v, k)[:r]
-
-
-def layer_mask(weight: torch.Tensor, config: Config) -> torch.Tensor:
-    """Boolean keep-mask (shape of `weight`, on its device) of the largest-|w| N:M or HiNM
-    selection; ties go to the lower index (the C++ core's rule)."""
-    scores = weight_matrix(weight.detach()).abs().to("cpu", torch.float32)
+def layer_mask(weight: torch.Tensor, config: Config) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(mask, kept): the boolean keep-mask (shape of `weight`, on its device) of the largest-|w|
+    N:M or HiNM selection (ties go to the lower index, the C++ core's rule), and for HiNM the
+    kept columns [T, Kt] of each tile of the weight matrix (None for N:M)."""
+    scores = weight_matrix(weight.detach()).abs().to("cpu", torch.float32).contiguous()
     if isinstance(config, HiNMConfig):
-        mask = _hinm_matrix_mask(scores, config)
+        mask, kept = hinm_mask(scores, config)
     else:
-        mask = nm_mask(scores.contiguous(), config.n, config.m)
-    return _from_matrix(mask, weight).to(weight.device)
+        mask, kept = nm_mask(scores, config.n, config.m), None
+    return _from_matrix(mask, weight).to(weight.device), kept
+
+
+def compress_scores(mask: torch.Tensor, kept: Optional[torch.Tensor], config: Config) -> torch.Tensor:
+    """float32 scores [R, K] under which hinm.compress selects exactly `mask` (a weight-shaped
+    mask with HiNM tile columns `kept`): 2 on kept elements, +1 on every element of a kept column.
+    |W| of the hard-masked weight is not enough for HiNM: a kept column whose elements were all
+    pruned by n:m sums to 0, ties with the dropped columns, and may lose to one of them."""
+    scores = weight_matrix(mask).to("cpu", torch.float32) * 2
+    if kept is not None:
+        r, v = scores.shape[0], config.v
+        for t in range(kept.shape[0]):
+            scores[t * v:min(r, (t + 1) * v), kept[t].long()] += 1
+    return scores.contiguous()

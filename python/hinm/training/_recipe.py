@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from ._attach import LayerFilter, ModuleTarget, SwapTarget, select_modules, select_params
-from ._masks import check_layer, layer_mask
+from ..hinm_format import compress
+from ..pattern import HiNMConfig, parse_config
+from ._masks import check_layer, compress_scores, layer_mask, weight_matrix
 from .schedules import Phases
 
 log = logging.getLogger("hinm")
@@ -52,6 +54,8 @@ class SparseRecipe:
         self._via_optimizer = isinstance(target, torch.optim.Optimizer)
         self._step = 0
         self._masks: List[Optional[torch.Tensor]] = [None] * len(self._targets)
+        self._kept: List[Optional[torch.Tensor]] = [None] * len(self._targets)   # HiNM tile columns
+        self._final: Optional[List[Any]] = None
         self._mask_pattern: Optional[str] = None
         self._finalized = False
         self._refresh()
@@ -71,9 +75,13 @@ class SparseRecipe:
         if pattern is not None:
             due = (self._step - self.phases.dense_steps) % self.mask_every == 0
             if due or str(pattern) != self._mask_pattern:
-                self._masks = [layer_mask(self._dense(t), pattern) for t in self._targets]
+                self._masks, self._kept = self._compute_masks(pattern)
                 self._mask_pattern = str(pattern)
         self._push()
+
+    def _compute_masks(self, pattern):
+        pairs = [layer_mask(self._dense(t), pattern) for t in self._targets]
+        return [m for m, _ in pairs], [k for _, k in pairs]
 
     def _push(self) -> None:
         pattern, beta = self.phases.at(self._step)
@@ -144,7 +152,9 @@ class SparseRecipe:
         sd: Dict[str, Any] = {"version": STATE_VERSION, "settings": self._settings(), "step": self._step,
                               "mask_pattern": self._mask_pattern, "finalized": self._finalized,
                               "masks": {t.name: m.clone() for t, m in zip(self._targets, self._masks)
-                                        if m is not None}}
+                                        if m is not None},
+                              "kept": {t.name: k.clone() for t, k in zip(self._targets, self._kept)
+                                       if k is not None}}
         if self._via_optimizer:
             sd["dense"] = {t.name: t.dense.clone() for t in self._targets}
         return sd
@@ -161,11 +171,13 @@ class SparseRecipe:
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"state dict: bad step {step!r}")
         masks = [self._state_tensor(state, "masks", t, torch.bool) for t in self._targets]
+        kept = [self._kept_from_state(state, t) for t in self._targets]
         if self._via_optimizer:
             for t in self._targets:
                 t.dense.copy_(self._state_tensor(state, "dense", t, t.dense.dtype))
         self._step, self._mask_pattern = step, state.get("mask_pattern")
         self._masks = masks if all(m is not None for m in masks) else [None] * len(self._targets)
+        self._kept = kept
         if self.phases.at(step)[0] is not None and self._masks[0] is None:
             raise ValueError("state dict: masks are missing for a sparse step")
         self._push()
@@ -179,26 +191,52 @@ class SparseRecipe:
             raise ValueError(f"state dict: {field}[{target.name!r}] must be a {dtype} tensor of shape {shape}")
         return value.to(self._dense(target).device)
 
+    def _kept_from_state(self, state, target) -> Optional[torch.Tensor]:
+        """The HiNM tile columns of the saved masks (None for N:M or before any mask)."""
+        if not isinstance(self.config, HiNMConfig) or state.get("mask_pattern") is None:
+            return None
+        cfg = parse_config(str(state["mask_pattern"]))
+        rows, cols = weight_matrix(self._dense(target)).shape
+        shape = (-(-rows // cfg.v), cfg.kept_columns(cols))
+        value = state.get("kept", {}).get(target.name)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or value.dtype != torch.int32:
+            raise ValueError(f"state dict: kept[{target.name!r}] must be an int32 tensor of shape {shape}")
+        return value
+
     def finalize(self) -> Dict[str, torch.Tensor]:
         """Apply the hard target mask (β = 0) to the dense weights, detach the recipe, and return
         {weight name: hard-masked weight}. Biases are untouched. The masks in force are kept when
         they have the target pattern; otherwise they are computed now from the dense weights.
-        For conv weights, `hinm.training.weight_matrix(w)` is the [R, K] matrix to compress."""
+        compressed() then gives the NMTensor/HiNMTensor of each weight holding exactly these masks
+        (conv weights as their [R, K] NHWC matrix, `hinm.training.weight_matrix(w)`)."""
         if self._finalized:
             raise RuntimeError(f"{type(self).__name__} was finalized already")
         if self._mask_pattern == str(self.config) and self.pattern is not None:
-            masks = self._masks
+            masks, kept = self._masks, self._kept
         else:
-            masks = [layer_mask(self._dense(t), self.config) for t in self._targets]
+            masks, kept = self._compute_masks(self.config)
         out = {}
         for target, mask in zip(self._targets, masks):
             dense = self._dense(target)
             hard = torch.where(mask, dense, torch.zeros_like(dense))
             target.detach(hard)
             out[target.name] = hard
+        self._final = [(name, hard, mask, k) for (name, hard), mask, k in zip(out.items(), masks, kept)]
         for handle in self._hooks:
             handle.remove()
         self._finalized = True
         log.info("%s finalized %d weights at %s after %d steps", type(self).__name__, len(out), self.config,
                  self._step)
+        return out
+
+    def compressed(self) -> Dict[str, Any]:
+        """After finalize(): {weight name: NMTensor or HiNMTensor} of the [R, K] weight matrices
+        (conv: NHWC), holding exactly the final masks. Use this rather than hinm.compress(weight)
+        for HiNM: |W| alone cannot tell a kept column that n:m emptied from a dropped one."""
+        if self._final is None:
+            raise RuntimeError(f"call {type(self).__name__}.finalize() before compressed()")
+        out = {}
+        for name, hard, mask, kept in self._final:
+            matrix = weight_matrix(hard).contiguous()
+            out[name] = compress(matrix, self.config, scores=compress_scores(mask, kept, self.config))
         return out
