@@ -73,6 +73,10 @@ Matrix as_matrix(const A& a, const std::string& name) {
     throw nb::value_error((name + " must be a 2-D array, got " + std::to_string(a.ndim()) + " dimensions").c_str());
   m.rows = int64_t(a.shape(0));
   m.cols = int64_t(a.shape(1));
+  if (m.rows == 0 || m.cols == 0) {  // empty: strides carry no information (numpy may report 0)
+    m.stride = m.cols;
+    return m;
+  }
   const int64_t s0 = a.stride(0), s1 = a.stride(1);
   if (m.cols > 1 && s1 != 1)
     throw nb::value_error((name + " must have a contiguous last axis (row-major); got strides (" +

@@ -10,7 +10,8 @@ from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency
 from .nm import NMTensor, compress_nm, nm_mask
 from .ops import linear, spmm
 from .pattern import HiNMConfig, NMConfig, parse_config
-from .sptc import from_semi_structured, sptc_compress, sptc_decompress, to_semi_structured
+from .sptc import (from_semi_structured, sptc_compress, sptc_convert_layout, sptc_decompress, sptc_from_torch,
+                   sptc_metadata_from_positions, sptc_metadata_shape, sptc_to_torch, to_semi_structured)
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
                    tasd_activation_linear, tasd_linear)
 from .tasder import LayerPlan, TASDERPlan, tasder, uniform_plan
@@ -55,7 +56,8 @@ __all__ = [
     "nm_mask", "compress_nm", "NMTensor",
     "hinm_mask", "retained_saliency", "compress", "HiNMTensor",
     "linear", "spmm",
-    "sptc_compress", "sptc_decompress", "to_semi_structured", "from_semi_structured",
+    "sptc_compress", "sptc_decompress", "sptc_metadata_from_positions", "sptc_metadata_shape", "sptc_convert_layout",
+    "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
 ]
