@@ -135,3 +135,22 @@ def test_float32_weight_values_run_in_the_activation_dtype():
         assert rel_err(y, dense @ x.double().cpu()) <= TOL[dtype]
     with pytest.raises(TypeError, match="float16 or bfloat16"):
         _cuda.spmm_cuda(w, torch.randn(128, 16, device="cuda"))
+
+
+@pytest.mark.parametrize("config", ["hinm:v64:0.5:2:4", "hinm:v128:0.25:2:4", "2:4"])
+def test_public_ops_dispatch_cuda_tensors(config):
+    rng = np.random.default_rng(2)
+    weight = torch.randn(192, 256).half()
+    perm = None
+    if config.startswith("hinm"):
+        tiles = -(-192 // hinm.parse_config(config).v)
+        perm = {"row_perm": rng.permutation(192), "col_orders": np.stack([rng.permutation(256) for _ in range(tiles)])}
+    w = hinm.compress(weight, config, perm=perm)
+    dense = w.to_dense().double()
+    x = torch.randn(9, 256, device="cuda").half()
+    bias = torch.randn(192, device="cuda").half()
+    y = hinm.linear(x, w, bias=bias)
+    assert y.device.type == "cuda" and y.dtype == torch.float16
+    assert rel_err(y, x.double().cpu() @ dense.t() + bias.double().cpu()) <= 1e-3
+    b = torch.randn(256, 33, device="cuda").half()
+    assert rel_err(hinm.spmm(w, b), dense @ b.double().cpu()) <= 1e-3
