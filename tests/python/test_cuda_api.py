@@ -179,3 +179,14 @@ def test_device_layout_of_a_compressed_weight_decodes_to_the_dense_weight(config
     frag, words = _pack(_cuda._as_torch_cpu(c.values), _cuda._as_torch_cpu(c.positions), c.rows, c.cols, c.v, c.kept)
     got = _decode_device_layout(frag, words, c.rows, c.cols, c.v, c.kept, col_idx, row_perm)
     np.testing.assert_array_equal(got, w.to_dense().float().numpy())
+
+
+@pytest.mark.skipif(hinm.cuda_available() and torch.cuda.is_available(), reason="would run the full GPU benchmark")
+def test_gpu_benchmark_exits_cleanly_without_a_gpu():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_gpu.py"
+    res = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "nothing to do" in res.stdout
