@@ -2,6 +2,8 @@
 #pragma once
 
 #include "hinm/build_info.hpp"
+#include "hinm/cuda_layout.hpp"
+#include "hinm/cuda_spmm.hpp"
 #include "hinm/dtype.hpp"
 #include "hinm/hinm_format.hpp"
 #include "hinm/hinm_mask.hpp"
