@@ -34,34 +34,38 @@ void check_inputs(const HiNMView& w, const Matrix& frag_values, const Matrix& la
 
 void pack_cuda_layout(const HiNMView& w, const Matrix& frag_values, const Matrix& lane_words) {
   check_inputs(w, frag_values, lane_words);
-  const int64_t slots = w.slots(), kc = w.compressed_cols(), ks = cuda_layout::kslices(w.kept);
-  const int64_t sp = cuda_layout::slots_padded(slots);
+  const int64_t kc = w.compressed_cols(), ks = cuda_layout::kslices(w.kept);
+  const int64_t sp = cuda_layout::slots_padded(w.slots());
   auto* frag = static_cast<uint16_t*>(frag_values.data);
   auto* words = static_cast<uint32_t*>(lane_words.data);
   // One chunk = 32 slot rows: the rows sharing lane words, so no two threads touch the same word.
+  // Padding rows (s >= R, whatever their stored positions) and columns: zero values, code (0, 1).
   parallel_for(sp / 32, 4, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
+      for (int64_t mtile = 2 * blk; mtile < 2 * blk + 2; ++mtile)
+        for (int64_t kk = 0; kk < ks; ++kk)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int e = 0; e < 8; ++e) {
+              const int64_t s = 16 * mtile + sptc::frag_a_row(lane, e), c = 16 * kk + sptc::frag_a_col(lane, e);
+              const bool real = s < w.rows && c < kc;
+              frag[cuda_layout::frag_block_index(mtile, kk, lane, e, ks)] =
+                  real ? w.values.row<const uint16_t>(s)[c] : uint16_t(0);
+            }
       for (int64_t s = blk * 32; s < blk * 32 + 32; ++s) {
-        // padding rows (s >= R, whatever their stored positions) and columns: zero values, code (0, 1)
         const bool real = s < w.rows;
-        for (int64_t c = (real ? kc : 0); c < ks * 16; ++c) frag[cuda_layout::frag_value_index(s, c, ks)] = 0;
-        for (int64_t q = (real ? kc / 2 : 0); q < ks * 8; ++q) {
+        const auto* pos = real ? w.positions.row<const uint8_t>(s) : nullptr;
+        for (int64_t q = 0; q < ks * 8; ++q) {
+          uint32_t code = sptc::code(0, 1);
+          if (real && q < kc / 2) {
+            const int p0 = pos[2 * q], p1 = pos[2 * q + 1];
+            if (!(p0 < p1 && p1 < 4))
+              throw std::invalid_argument("pack_cuda_layout: positions of slot " + std::to_string(s) + ", group " +
+                                          std::to_string(q) + " are not strictly increasing in [0, 4)");
+            code = sptc::code(p0, p1);
+          }
           uint32_t& word = words[cuda_layout::lane_word_index(s, q, ks)];
           const int sh = cuda_layout::lane_word_shift(s, q);
-          word = (word & ~(0xfu << sh)) | (0x4u << sh);
-        }
-        if (!real) continue;
-        const auto* val = w.values.row<const uint16_t>(s);
-        const auto* pos = w.positions.row<const uint8_t>(s);
-        for (int64_t c = 0; c < kc; ++c) frag[cuda_layout::frag_value_index(s, c, ks)] = val[c];
-        for (int64_t q = 0; q < kc / 2; ++q) {
-          const int p0 = pos[2 * q], p1 = pos[2 * q + 1];
-          if (!(p0 < p1 && p1 < 4))
-            throw std::invalid_argument("pack_cuda_layout: positions of slot " + std::to_string(s) + ", group " +
-                                        std::to_string(q) + " are not strictly increasing in [0, 4)");
-          uint32_t& word = words[cuda_layout::lane_word_index(s, q, ks)];
-          const int sh = cuda_layout::lane_word_shift(s, q);
-          word = (word & ~(0xfu << sh)) | (cuda_layout::sptc_code(p0, p1) << sh);
+          word = (word & ~(0xfu << sh)) | (code << sh);
         }
       }
     }

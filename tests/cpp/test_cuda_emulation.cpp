@@ -334,6 +334,21 @@ TEST(lane_words_match_the_golden_f16_block) {
   CHECK_EQ(words[2], 0x4899849du);
 }
 
+TEST(kernel_geometry_uses_the_shared_sptc_maps) {
+  // The epilogue's accumulator coordinates and the converter's fragment order come from
+  // sptc_index.hpp; the A fragment map is a bijection onto the 16 x 16 compressed tile.
+  int seen[16][16] = {};
+  for (int lane = 0; lane < 32; ++lane)
+    for (int e = 0; e < 8; ++e) ++seen[sptc::frag_a_row(lane, e)][sptc::frag_a_col(lane, e)];
+  for (auto& row : seen)
+    for (int n : row) CHECK_EQ(n, 1);
+  for (int lane = 0; lane < 32; ++lane)
+    for (int r = 0; r < 4; ++r) {
+      CHECK_EQ(ct::c_row(lane, r), lane / 4 + 8 * (r / 2));
+      CHECK_EQ(ct::c_col(lane, r), 2 * (lane % 4) + r % 2);
+    }
+}
+
 TEST(pack_cuda_layout_rejects_bad_input) {
   std::vector<uint16_t> vals(32 * 32, 0), frag(128 * 32, 0);
   std::vector<uint8_t> pos(32 * 32, 0);

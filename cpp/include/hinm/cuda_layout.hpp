@@ -24,49 +24,34 @@
 #include "hinm/hinm_format.hpp"
 #include "hinm/hostdevice.hpp"
 #include "hinm/matrix.hpp"
+#include "hinm/sptc_index.hpp"
 
 namespace hinm {
 namespace cuda_layout {
 
 constexpr int kSlotAlign = 128;  // slot rows are padded to the largest thread-block height
 constexpr int kKeptAlign = 64;   // kept columns are padded to the pipeline stage depth
-constexpr uint32_t kPaddingWord = 0x44444444u;  // every nibble 0x4 = positions (0, 1): legal, ascending
 
 HINM_HD int64_t slots_padded(int64_t slots) { return (slots + kSlotAlign - 1) / kSlotAlign * kSlotAlign; }
 HINM_HD int64_t kept_padded(int64_t kept) { return (kept + kKeptAlign - 1) / kKeptAlign * kKeptAlign; }
 // Number of 32-wide K slices (one mma.sp.m16n8k32 each) in the padded kept columns.
 HINM_HD int64_t kslices(int64_t kept) { return kept_padded(kept) / 32; }
 
-// ---- sparse-tensor-core lane words (f16/bf16, m16n8k32) -------------------------------------
-// Inside one 128-byte block covering 32 rows x 32 dense columns (sptc-metadata.md 1.5 and 2.2(6)):
-// row ii (0..31) and 4-column chunk q (0..7) -> lane 4*(ii%8) + 2*(ii/16) + q/4, bits
-// 16*((ii/8)&1) + 4*(q%4). These two functions are the sptc lane/bit math; they match
-// sptc_index.hpp's definitions and can be swapped for them.
-HINM_HD int sptc_lane(int row_in_32, int chunk_in_8) {
-  return 4 * (row_in_32 % 8) + 2 * (row_in_32 / 16) + chunk_in_8 / 4;
-}
-HINM_HD int sptc_shift(int row_in_32, int chunk_in_8) { return 16 * ((row_in_32 / 8) & 1) + 4 * (chunk_in_8 % 4); }
-// The 4-bit code of a 2:4 chunk whose values sit at positions p0 < p1.
-HINM_HD uint32_t sptc_code(int p0, int p1) { return uint32_t(p0) | uint32_t(p1) << 2; }
-
+// ---- lane words (f16/bf16, m16n8k32) ---------------------------------------------------------
+// Inside a 128-byte block the lane/bit math is sptc_index.hpp's (sptc::lane16 / sptc::shift16);
+// only the block order is ours.
 // Word index (in u32) of slot row `slot`, 4-column chunk `chunk` (global kept-column chunk).
 HINM_HD int64_t lane_word_index(int64_t slot, int64_t chunk, int64_t kslices) {
   const int64_t kk = chunk / 8;
-  return ((slot / 32) * kslices + kk) * 32 + sptc_lane(int(slot % 32), int(chunk % 8));
+  return ((slot / 32) * kslices + kk) * 32 + sptc::lane16(int(slot % 32), int(chunk % 8));
 }
-HINM_HD int lane_word_shift(int64_t slot, int64_t chunk) { return sptc_shift(int(slot % 32), int(chunk % 8)); }
+HINM_HD int lane_word_shift(int64_t slot, int64_t chunk) { return sptc::shift16(int(slot % 32), int(chunk % 8)); }
 
 // ---- fragment-ordered values ----------------------------------------------------------------
-// Compressed value c (0..Kt/2-1) of slot row `slot`. Within a 16-row x 16-compressed-column block
-// the register fragment is the dense mma.m16n8k16 A fragment (sptc-metadata.md 1.5):
-// lane 4g+t holds (g, 2t..2t+1), (g+8, 2t..), (g, 8+2t..), (g+8, 8+2t..).
-HINM_HD int frag_lane(int row_in_16, int col_in_16) { return 4 * (row_in_16 % 8) + (col_in_16 % 8) / 2; }
-HINM_HD int frag_element(int row_in_16, int col_in_16) {
-  return 4 * (col_in_16 / 8) + 2 * (row_in_16 / 8) + col_in_16 % 2;
-}
-HINM_HD int64_t frag_value_index(int64_t slot, int64_t c, int64_t kslices) {
-  const int r = int(slot % 16), cc = int(c % 16);
-  return (((slot / 16) * kslices + c / 16) * 32 + frag_lane(r, cc)) * 8 + frag_element(r, cc);
+// Element e (0..7) of `lane` in the fragment block of m16 tile `mtile`, K slice `kk` holds
+// compressed value (16*mtile + sptc::frag_a_row(lane, e), 16*kk + sptc::frag_a_col(lane, e)).
+HINM_HD int64_t frag_block_index(int64_t mtile, int64_t kk, int lane, int e, int64_t kslices) {
+  return ((mtile * kslices + kk) * 32 + lane) * 8 + e;
 }
 
 }  // namespace cuda_layout
