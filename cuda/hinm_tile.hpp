@@ -115,8 +115,8 @@ HINM_HD int b_ldmatrix_elem(int wn, int nt, int ks, int lane) {
 
 // ---- epilogue --------------------------------------------------------------------------------
 // Accumulator register `reg` (0..3) of `lane` in an m16n8 tile: row and column inside the tile.
-HINM_HD int c_row(int lane, int reg) { return sptc::frag_c_row(lane, reg); }
-HINM_HD int c_col(int lane, int reg) { return sptc::frag_c_n(lane, reg); }
+HINM_HD int c_row(int lane, int reg) { return sptc::c_frag_row(lane, reg); }
+HINM_HD int c_col(int lane, int reg) { return sptc::c_frag_col(lane, reg); }
 // Slot row / column of X handled by (m16 tile mtile / warp column wn, n8 tile nt, lane, reg) in
 // the block at slot0/n0.
 HINM_HD int64_t out_slot(int64_t slot0, int mtile, int lane, int reg) { return slot0 + mtile * 16 + c_row(lane, reg); }

@@ -46,7 +46,8 @@ void pack_cuda_layout(const HiNMView& w, const Matrix& frag_values, const Matrix
         for (int64_t kk = 0; kk < ks; ++kk)
           for (int lane = 0; lane < 32; ++lane)
             for (int e = 0; e < 8; ++e) {
-              const int64_t s = 16 * mtile + sptc::frag_a_row(lane, e), c = 16 * kk + sptc::frag_a_col(lane, e);
+              const int64_t s = 16 * mtile + sptc::a_frag_row(lane, e / 2);
+              const int64_t c = 16 * kk + sptc::a_frag_ccol(lane, e / 2, e % 2);
               const bool real = s < w.rows && c < kc;
               frag[cuda_layout::frag_block_index(mtile, kk, lane, e, ks)] =
                   real ? w.values.row<const uint16_t>(s)[c] : uint16_t(0);
@@ -55,13 +56,13 @@ void pack_cuda_layout(const HiNMView& w, const Matrix& frag_values, const Matrix
         const bool real = s < w.rows;
         const auto* pos = real ? w.positions.row<const uint8_t>(s) : nullptr;
         for (int64_t q = 0; q < ks * 8; ++q) {
-          uint32_t code = sptc::code(0, 1);
+          uint32_t code = sptc::code_of(0, 1);
           if (real && q < kc / 2) {
             const int p0 = pos[2 * q], p1 = pos[2 * q + 1];
             if (!(p0 < p1 && p1 < 4))
               throw std::invalid_argument("pack_cuda_layout: positions of slot " + std::to_string(s) + ", group " +
                                           std::to_string(q) + " are not strictly increasing in [0, 4)");
-            code = sptc::code(p0, p1);
+            code = sptc::code_of(p0, p1);
           }
           uint32_t& word = words[cuda_layout::lane_word_index(s, q, ks)];
           const int sh = cuda_layout::lane_word_shift(s, q);

@@ -339,7 +339,7 @@ TEST(kernel_geometry_uses_the_shared_sptc_maps) {
   // sptc_index.hpp; the A fragment map is a bijection onto the 16 x 16 compressed tile.
   int seen[16][16] = {};
   for (int lane = 0; lane < 32; ++lane)
-    for (int e = 0; e < 8; ++e) ++seen[sptc::frag_a_row(lane, e)][sptc::frag_a_col(lane, e)];
+    for (int e = 0; e < 8; ++e) ++seen[sptc::a_frag_row(lane, e / 2)][sptc::a_frag_ccol(lane, e / 2, e % 2)];
   for (auto& row : seen)
     for (int n : row) CHECK_EQ(n, 1);
   for (int lane = 0; lane < 32; ++lane)

@@ -38,18 +38,20 @@ HINM_HD int64_t kept_padded(int64_t kept) { return (kept + kKeptAlign - 1) / kKe
 HINM_HD int64_t kslices(int64_t kept) { return kept_padded(kept) / 32; }
 
 // ---- lane words (f16/bf16, m16n8k32) ---------------------------------------------------------
-// Inside a 128-byte block the lane/bit math is sptc_index.hpp's (sptc::lane16 / sptc::shift16);
-// only the block order is ours.
+// Inside a 128-byte block the lane/bit math is sptc_index.hpp's: row ii of the 32-row block is row
+// ii % 16 of the m16 tile read with selector sptc::block_selector(ii); only the block order is ours.
 // Word index (in u32) of slot row `slot`, 4-column chunk `chunk` (global kept-column chunk).
 HINM_HD int64_t lane_word_index(int64_t slot, int64_t chunk, int64_t kslices) {
   const int64_t kk = chunk / 8;
-  return ((slot / 32) * kslices + kk) * 32 + sptc::lane16(int(slot % 32), int(chunk % 8));
+  const int ii = int(slot % 32);
+  return ((slot / 32) * kslices + kk) * 32 + sptc::e_lane(ii % 16, int(chunk % 8), sptc::block_selector(ii));
 }
-HINM_HD int lane_word_shift(int64_t slot, int64_t chunk) { return sptc::shift16(int(slot % 32), int(chunk % 8)); }
+HINM_HD int lane_word_shift(int64_t slot, int64_t chunk) { return sptc::e_shift(int(slot % 16), int(chunk % 8)); }
 
 // ---- fragment-ordered values ----------------------------------------------------------------
-// Element e (0..7) of `lane` in the fragment block of m16 tile `mtile`, K slice `kk` holds
-// compressed value (16*mtile + sptc::frag_a_row(lane, e), 16*kk + sptc::frag_a_col(lane, e)).
+// Element e (0..7) of `lane` (register e/2, half e%2) in the fragment block of m16 tile `mtile`,
+// K slice `kk` holds compressed value (16*mtile + sptc::a_frag_row(lane, e/2),
+// 16*kk + sptc::a_frag_ccol(lane, e/2, e%2)).
 HINM_HD int64_t frag_block_index(int64_t mtile, int64_t kk, int lane, int e, int64_t kslices) {
   return ((mtile * kslices + kk) * 32 + lane) * 8 + e;
 }
