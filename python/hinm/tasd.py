@@ -275,23 +275,6 @@ def pseudo_density(x: Any, threshold: float) -> float:
 
 # --- GEMMs over a series: every term accumulates into one output buffer ---------------------------
 
-def _ops_linear():
-    """hinm.ops.linear (the N:M GEMM) when this build has it, else None."""
-    try:
-        from . import ops
-    except ImportError:
-        return None
-    return getattr(ops, "linear", None)
-
-
-def _ops_spmm():
-    try:
-        from . import ops
-    except ImportError:
-        return None
-    return getattr(ops, "spmm", None)
-
-
 def _matmul_into(a: Any, b: Any, out: Any, accumulate: bool) -> None:
     """out (+)= a @ b without allocating the product when the framework allows it."""
     if is_torch(out):
@@ -309,18 +292,21 @@ def _matmul_into(a: Any, b: Any, out: Any, accumulate: bool) -> None:
         out[...] = prod
 
 
+def _f32_cpu(*arrays: Any) -> bool:
+    return all(dtype_name(a) == "float32" and not (is_torch(a) and a.device.type != "cpu") for a in arrays)
+
+
 def _accumulate_weight_term(x2: Any, term: Any, out: Any, accumulate: bool) -> None:
-    lin = _ops_linear()
-    if lin is not None:
-        lin(x2, term, out=out, accumulate=accumulate)
-    else:  # reference path until the N:M GEMM is in this build: dense copy of the term
+    if isinstance(term, NMTensor) and _f32_cpu(x2, term.values, out):
+        _C.tasd_accumulate_linear(x2, contiguous(term.values), contiguous(term.indices), term.n, term.m, out,
+                                  accumulate)
+    else:  # other dtypes/devices until the N:M GEMM covers them: a dense copy of the term
         _matmul_into(x2, term.to_dense().T, out, accumulate)
 
 
 def _accumulate_activation_term(term: NMTensor, wt: Any, out: Any, accumulate: bool) -> None:
-    spmm = _ops_spmm()
-    if spmm is not None:
-        spmm(term, wt, out=out, accumulate=accumulate)
+    if _f32_cpu(term.values, wt, out):
+        _C.tasd_accumulate_spmm(term.values, term.indices, term.n, term.m, wt, out, accumulate)
     else:
         _matmul_into(term.to_dense(), wt, out, accumulate)
 

@@ -109,18 +109,32 @@ class TASDERPlan:
         pre-hook on the dense layer (same numbers, dense speed)."""
         if mode not in ("kernel", "simulate"):
             raise ValueError(f"mode must be 'kernel' or 'simulate', got {mode!r}")
-        modules = dict(model.named_modules())
+        if mode == "simulate":
+            self.simulate(model)
+            return model
+        modules = self._modules_of(model)
         for name, lp in self.layers.items():
-            if name not in modules:
-                raise ValueError(f"TASDER plan names layer {name!r}, which the model does not have")
-        for name, lp in self.layers.items():
-            if lp.kind == "dense":
-                continue
-            if mode == "simulate":
-                _simulate(modules[name], lp)
-            else:
+            if lp.kind != "dense":
                 _replace_module(model, name, _tasd_module(modules[name], lp))
         return model
+
+    def simulate(self, model: Any) -> Callable[[], None]:
+        """Applies the plan in 'simulate' mode and returns a callable that undoes it."""
+        modules = self._modules_of(model)
+        undos = [_simulate(modules[n], lp) for n, lp in self.layers.items() if lp.kind != "dense"]
+
+        def undo() -> None:
+            for u in reversed(undos):
+                u()
+
+        return undo
+
+    def _modules_of(self, model: Any) -> Dict[str, Any]:
+        modules = dict(model.named_modules())
+        for name in self.layers:
+            if name not in modules:
+                raise ValueError(f"TASDER plan names layer {name!r}, which the model does not have")
+        return modules
 
 
 # --- modules the plan swaps in --------------------------------------------------------------------

@@ -95,6 +95,12 @@ def test_linear_equals_dense_reference(rng):
     b = rng.standard_normal(24).astype(np.float32)
     y = hinm.tasd_linear(x, s, b)
     np.testing.assert_allclose(y, x @ s.to_dense().T + b, rtol=1e-5, atol=1e-5)
+    out = np.full((10, 24), 7.0, np.float32)  # a caller's buffer: every term lands in it
+    hinm.tasd_linear(x.reshape(10, 32), s, out=out)
+    np.testing.assert_allclose(out, x.reshape(10, 32) @ s.to_dense().T, rtol=1e-5, atol=1e-5)
+    s16 = hinm.tasd(w.astype(np.float16), "2:4+1:8")  # other dtypes take the dense-term path
+    np.testing.assert_allclose(hinm.tasd_linear(x.astype(np.float16), s16).astype(np.float32),
+                               x @ s16.to_dense().astype(np.float32).T, rtol=2e-2, atol=5e-2)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.5])

@@ -1,0 +1,213 @@
+"""TASD and TASDER on all-MiniLM-L6-v2 (offline; pip install 'hinm[demo]').
+
+1. Per-layer weight error ‖W − Ŵ‖/‖W‖ of TASD series vs the number of terms and the density,
+   against one N:M term (the engine-native ones, and the single N:M of equal density that such
+   engines lack) and against unstructured magnitude pruning at equal density.
+2. TASDER plans at targets 0.99 and 0.98 (quality = mean cosine of sentence embeddings to the dense
+   model's, searched on calibration sentences) against the best uniform single N:M config (same
+   pattern on every layer, weights or activations) meeting the same target on held-out sentences.
+
+Prints tables, writes bench/results/bench_tasd.json and bench/results/bench_tasd.png.
+Usage: python bench/bench_tasd.py [--calib 64] [--eval 256] [--margin 0.002]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+
+import hinm
+from hinm.tasder import KINDS
+from hinm.quality import doc_sentences, embedding_agreement, encode, load_minilm
+
+NATIVE = ["1:4", "2:4", "2:8", "4:8"]                     # what a {M=4, M=8} engine runs in one pass
+CHAINS = [["2:4", "1:8", "1:16"], ["1:4", "1:8", "1:16"], ["4:8", "1:16", "1:16"]]  # series grown term by term
+EXTRA_SERIES = ["2:4+2:8", "2:8+1:16", "4:8+1:16"]
+UNIFORM = ["1:4", "2:8", "2:4", "4:8", "3:4", "6:8", "7:8", "12:16", "14:16", "15:16"]
+TASDER_MENU = {
+    "weight": ["7:8", "3:4", "2:4+1:8", "4:8+1:16", "2:4", "4:8", "1:4+1:8", "2:8+1:16", "1:4"],
+    "activation": ["7:8", "3:4", "2:4+1:8", "4:8+1:16", "2:4", "4:8", "1:4+1:8"],
+}
+
+
+def equal_density_single(density: float, m: int = 16) -> str:
+    return f"{int(round(density * m))}:{m}"
+
+
+def unstructured_error(w: np.ndarray, density: float) -> float:
+    a = np.abs(w).ravel()
+    keep = int(round(density * a.size))
+    dropped = np.sort(a)[: a.size - keep]
+    return float(np.sqrt(np.sum(dropped.astype(np.float64) ** 2)) / np.linalg.norm(w.astype(np.float64)))
+
+
+def layer_errors(model) -> dict:
+    layers = {n: m.weight.detach().float().contiguous() for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}"}
+    series = sorted({"+".join(c[:i]) for c in CHAINS for i in range(1, len(c) + 1)} | set(NATIVE) | set(EXTRA_SERIES),
+                    key=lambda s: (hinm.series_density(s), s))
+    rows = []
+    for s in series:
+        d = hinm.series_density(s)
+        single = equal_density_single(d)
+        tasd_e = [hinm.tasd(w, s).error(w) for w in layers.values()]
+        single_e = [hinm.tasd(w, single).error(w) for w in layers.values()]
+        unstr_e = [unstructured_error(w.numpy(), d) for w in layers.values()]
+        rows.append({"series": s, "terms": s.count("+") + 1, "density": d, "tasd": float(np.mean(tasd_e)),
+                     "tasd_max": float(np.max(tasd_e)), "single_equal_density": single,
+                     "single": float(np.mean(single_e)), "unstructured": float(np.mean(unstr_e))})
+    return {"layers": len(layers), "rows": rows}
+
+
+def print_errors(res: dict) -> None:
+    print(f"\nPer-layer weight error ‖W−Ŵ‖/‖W‖, mean over {res['layers']} MiniLM encoder layers")
+    print(f"{'series':>16} {'terms':>5} {'density':>7} {'TASD':>7} {'1 term same density':>22} {'unstructured':>12}")
+    for r in res["rows"]:
+        print(f"{r['series']:>16} {r['terms']:>5} {r['density']:>7.4f} {r['tasd']:>7.4f} "
+              f"{r['single_equal_density'] + ' ' + format(r['single'], '.4f'):>22} {r['unstructured']:>12.4f}")
+
+
+class Judge:
+    """Embedding agreement with the dense model on fixed calibration and held-out sentences."""
+
+    def __init__(self, model, n_calib: int, n_eval: int) -> None:
+        self.calib, self.eval = doc_sentences(n_calib, "calib"), doc_sentences(n_eval, "eval")
+        self.dense_calib, self.dense_eval = encode(model, self.calib), encode(model, self.eval)
+
+    def calib_quality(self, model) -> float:
+        return embedding_agreement(self.dense_calib, encode(model, self.calib))[0]
+
+    def held_out(self, model) -> tuple:
+        return embedding_agreement(self.dense_eval, encode(model, self.eval))
+
+
+def encoder_layer(name: str) -> bool:
+    return ".encoder." in f".{name}"
+
+
+def evaluate_plan(model, plan, judge) -> tuple:
+    undo = plan.simulate(model)
+    try:
+        return judge.held_out(model)
+    finally:
+        undo()
+
+
+def uniform_baselines(model, judge, calibration) -> list:
+    out = []
+    for kind in ("weight", "activation"):
+        for s in UNIFORM:
+            plan = hinm.uniform_plan(model, calibration, kind, s, layers=encoder_layer)
+            cos, top1 = evaluate_plan(model, plan, judge)
+            out.append({"kind": kind, "series": s, "mac_reduction": plan.mac_reduction, "eval_cos": cos,
+                        "eval_top1": top1})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=64, help="calibration sentences (search)")
+    ap.add_argument("--eval", type=int, default=256, help="held-out sentences (verification)")
+    ap.add_argument("--margin", type=float, default=0.002, help="search at target + margin (held-out safety)")
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.99, 0.98])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.manual_seed(0)
+    model = load_minilm()
+
+    t0 = time.time()
+    errors = layer_errors(model)
+    print_errors(errors)
+
+    judge = Judge(model, args.calib, args.eval)
+    calibration = lambda m: encode(m, judge.calib)  # noqa: E731
+    baselines = uniform_baselines(model, judge, calibration)
+    print("\nUniform single N:M configs (every encoder nn.Linear), held-out quality")
+    print(f"{'kind':>10} {'N:M':>6} {'MAC cut':>8} {'mean cos':>9} {'top-1':>6}")
+    for b in baselines:
+        print(f"{b['kind']:>10} {b['series']:>6} {b['mac_reduction']:>8.4f} {b['eval_cos']:>9.5f} {b['eval_top1']:>6.3f}")
+
+    plans = []
+    for target in args.targets:
+        t = time.time()
+        plan = hinm.tasder(model, calibration, judge.calib_quality, target=min(1.0, target + args.margin),
+                           menu=TASDER_MENU, layers=encoder_layer)
+        cos, top1 = evaluate_plan(model, plan, judge)
+        ok = [b for b in baselines if b["eval_cos"] >= target]
+        best = max(ok, key=lambda b: b["mac_reduction"]) if ok else None
+        kinds = {k: sum(1 for lp in plan.layers.values() if lp.kind == k) for k in KINDS}
+        plans.append({"target": target, "search_target": min(1.0, target + args.margin),
+                      "mac_reduction": plan.mac_reduction, "calib_cos": plan.quality, "eval_cos": cos,
+                      "eval_top1": top1, "meets_target": cos >= target, "layer_kinds": kinds,
+                      "evaluations": len(plan.history), "seconds": time.time() - t,
+                      "best_uniform": best, "beats_uniform": best is None or plan.mac_reduction > best["mac_reduction"],
+                      "plan": json.loads(plan.to_json())})
+
+    print("\nTASDER vs the best uniform single N:M config meeting the target on held-out sentences")
+    print(f"{'target':>6} {'TASDER MAC cut':>14} {'eval cos':>9} {'top-1':>6} {'meets':>5} "
+          f"{'best uniform':>18} {'its MAC cut':>11} {'ratio':>6} {'layers W/A/dense':>17}")
+    for p in plans:
+        b = p["best_uniform"]
+        name = f"{b['kind'][0].upper()} {b['series']}" if b else "none"
+        bcut = b["mac_reduction"] if b else 0.0
+        ratio = p["mac_reduction"] / bcut if bcut else float("inf")
+        k = p["layer_kinds"]
+        print(f"{p['target']:>6} {p['mac_reduction']:>14.4f} {p['eval_cos']:>9.5f} {p['eval_top1']:>6.3f} "
+              f"{str(p['meets_target']):>5} {name:>18} {bcut:>11.4f} {ratio:>6.2f} "
+              f"{k['weight']:>5}/{k['activation']}/{k['dense']}")
+
+    os.makedirs(args.out, exist_ok=True)
+    result = {"model": "all-MiniLM-L6-v2", "calib_sentences": args.calib, "eval_sentences": args.eval,
+              "margin": args.margin, "errors": errors, "uniform": baselines, "tasder": plans,
+              "seconds": time.time() - t0}
+    with open(os.path.join(args.out, "bench_tasd.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(result, os.path.join(args.out, "bench_tasd.png"))
+    print(f"\nwrote {args.out}/bench_tasd.json and bench_tasd.png ({time.time() - t0:.0f} s)")
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = result["errors"]["rows"]
+    for terms, marker in ((1, "o"), (2, "s"), (3, "^")):
+        sel = [r for r in rows if r["terms"] == terms]
+        a1.scatter([r["density"] for r in sel], [r["tasd"] for r in sel], marker=marker, label=f"TASD, {terms} term(s)")
+        for r in sel:
+            a1.annotate(r["series"], (r["density"], r["tasd"]), fontsize=7)
+    d = sorted({r["density"] for r in rows})
+    by_d = {r["density"]: r for r in rows}
+    a1.plot(d, [by_d[x]["single"] for x in d], "k--", lw=1, label="one N:M term, equal density (m=16)")
+    a1.plot(d, [by_d[x]["unstructured"] for x in d], "k:", lw=1, label="unstructured, equal density")
+    a1.set_xlabel("density (MACs relative to dense)")
+    a1.set_ylabel("mean relative weight error")
+    a1.set_title("MiniLM per-layer TASD error")
+    a1.legend(fontsize=7)
+    labels, tasder_cut, uni_cut = [], [], []
+    for p in result["tasder"]:
+        labels.append(f"target {p['target']}")
+        tasder_cut.append(p["mac_reduction"])
+        uni_cut.append(p["best_uniform"]["mac_reduction"] if p["best_uniform"] else 0.0)
+    x = np.arange(len(labels))
+    a2.bar(x - 0.2, tasder_cut, 0.4, label="TASDER plan")
+    a2.bar(x + 0.2, uni_cut, 0.4, label="best uniform N:M")
+    a2.set_xticks(x, labels)
+    a2.set_ylabel("MAC reduction (encoder linears)")
+    a2.set_title("TASDER vs uniform, held-out quality >= target")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
