@@ -238,8 +238,11 @@ def tasd(tensor: Any, series: SeriesLike, scores: Optional[Any] = None, threshol
 
 def _residual_after(tensor: Any, scores: Optional[Any], first: Any) -> Tuple[Any, Any]:
     """Residual and scores after a HiNM first term: taken elements become 0 and score -inf."""
-    dense = first.to_dense()
-    taken = dense != 0
+    from .hinm_format import hinm_mask
+
+    base_scores = scores if scores is not None else (tensor.float().abs() if is_torch(tensor)
+                                                     else np.abs(tensor.astype(np.float32)))
+    taken, _ = hinm_mask(base_scores, first.config)  # exactly the elements compress() kept
     if is_torch(tensor):
         import torch
 

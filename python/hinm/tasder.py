@@ -307,7 +307,8 @@ def _normalise_menu(menu: Optional[Dict[str, Sequence[str]]]) -> Dict[str, Tuple
 
 def tasder(model: Any, calibration: Any, quality_fn: Callable[[Any], float], target: float = 0.99,
            menu: Optional[Dict[str, Sequence[str]]] = None, layers: Optional[Callable[[str], bool]] = None,
-           activation_threshold: float = 0.0, sample_rows: int = 256, progress: bool = True) -> TASDERPlan:
+           activation_threshold: float = 0.0, sample_rows: int = 256, progress: bool = True,
+           start: Optional[TASDERPlan] = None) -> TASDERPlan:
     """Searches per-layer TASD series for a torch model's nn.Linear layers (no fine-tuning).
 
     calibration: a callable run as calibration(model), or the input(s) of model(...); used once to
@@ -316,6 +317,8 @@ def tasder(model: Any, calibration: Any, quality_fn: Callable[[Any], float], tar
     menu: {"weight": [...series], "activation": [...series]} (default DEFAULT_MENU).
     layers: optional filter on module names. activation_threshold: TASD-A pseudo-density threshold
     as a fraction of each layer's input RMS (0 = exact zeros only).
+    start: an earlier plan to continue from (e.g. the plan of a stricter target), which must meet
+    this target; its layers are only ever made cheaper.
     The model is returned unchanged; apply the plan with plan.apply(model)."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target must be in (0, 1], got {target}")
@@ -338,6 +341,8 @@ def tasder(model: Any, calibration: Any, quality_fn: Callable[[Any], float], tar
     history: List[dict] = []
     quality = dense_q
     try:
+        if start is not None:
+            quality = _warm_start(model, start, linears, macs, current, undo, quality_fn, floor)
         for c in tqdm(cands, desc="TASDER", disable=not progress, leave=False):
             if c.density >= current[c.layer].density or c.error >= rejected.get((c.layer, c.kind), float("inf")):
                 continue
@@ -363,6 +368,19 @@ def tasder(model: Any, calibration: Any, quality_fn: Callable[[Any], float], tar
     plan = TASDERPlan(current, float(target), dense_q, quality, history)
     log.info("TASDER: MAC reduction %.4f at quality %.6f (%d evaluations)", plan.mac_reduction, quality, len(history))
     return plan
+
+
+def _warm_start(model, start: TASDERPlan, linears, macs, current, undo, quality_fn, floor) -> float:
+    for name, lp in start.layers.items():
+        if name not in linears:
+            raise ValueError(f"start plan names layer {name!r}, which is not among the searched layers")
+        if lp.kind != "dense":
+            current[name] = LayerPlan(lp.kind, lp.series, lp.threshold, macs[name])
+            undo[name] = _simulate(linears[name], current[name])
+    q = float(quality_fn(model))
+    if q < floor:
+        raise ValueError(f"start plan reaches quality {q:.6f}, below this search's floor {floor:.6f}")
+    return q
 
 
 def uniform_plan(model: Any, calibration: Any, kind: str, series: str,

@@ -160,3 +160,20 @@ def test_torch_in_torch_out():
     x = torch.randn(5, 32)
     y = hinm.tasd_linear(x, hinm.tasd(w.float(), "2:4+1:8"))
     torch.testing.assert_close(y, x @ hinm.tasd(w.float(), "2:4+1:8").to_dense().T)
+
+
+def test_hinm_first_term(rng):
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    s = hinm.tasd(w, "hinm:v8:0.5:2:4+1:8")
+    assert isinstance(s.terms[0], hinm.HiNMTensor) and isinstance(s.terms[1], hinm.NMTensor)
+    first = s.terms[0].to_dense()
+    second = s.terms[1].to_dense()
+    assert not ((first != 0) & (second != 0)).any()  # the residual term never re-takes an element
+    residual = np.where(first != 0, 0, w)
+    np.testing.assert_array_equal(second, ref_tasd(residual, "1:8")[0])
+    assert s.density == pytest.approx(0.25 + 0.125)
+    assert s.error(w) < hinm.tasd(w, "hinm:v8:0.5:2:4").error(w)
+    back = hinm.TASDSeries.from_state_dict(s.state_dict())
+    np.testing.assert_array_equal(back.to_dense(), s.to_dense())
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(hinm.tasd_linear(x, s), x @ s.to_dense().T, rtol=1e-5, atol=1e-5)

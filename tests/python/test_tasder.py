@@ -100,3 +100,15 @@ def test_uniform_plan_counts_every_layer():
     plan = hinm.uniform_plan(model, data(1), "weight", "2:4")
     assert plan.mac_reduction == pytest.approx(0.5)
     assert np.isclose(hinm.uniform_plan(model, data(1), "activation", "2:4+1:8").mac_reduction, 0.375)
+
+
+def test_warm_start_only_makes_layers_cheaper():
+    model, tight = run(0.999)
+    loose = hinm.tasder(model, data(1), quality_fn_for(model, data(2)), target=0.95, menu=MENU, progress=False,
+                        start=tight)
+    assert loose.macs <= tight.macs
+    for name, lp in tight.layers.items():
+        assert loose.layers[name].density <= lp.density
+    with pytest.raises(ValueError, match="floor"):
+        hinm.tasder(model, data(1), quality_fn_for(model, data(2)), target=1.0, menu=MENU, progress=False,
+                    start=loose)
