@@ -7,7 +7,6 @@
 
 #include "hinm/dispatch.hpp"
 #include "hinm/mask.hpp"
-#include "hinm/nm_format.hpp"
 #include "hinm/parallel.hpp"
 
 namespace hinm {
@@ -99,69 +98,6 @@ void tasd_decompose(const Matrix& tensor, const Matrix& scores, const std::vecto
     else
       decompose_typed<T, float>(tensor, scores, terms, threshold);
     return 0;
-  });
-}
-
-namespace {
-
-void check_term_f32(const TASDTerm& t, int64_t rows, int64_t k, const char* what) {
-  t.pattern.validate();
-  t.pattern.check_k(k, what);
-  const int64_t kc = t.pattern.compressed_cols(k);
-  require(t.values, "term values", DType::f32, rows, kc);
-  require(t.positions, "term positions", DType::u8, rows, kc);
-  validate_nm_positions(t.positions, t.pattern);  // positions index x/b: never trust them blindly
-}
-
-}  // namespace
-
-void tasd_accumulate_linear(const Matrix& x, const TASDTerm& term, const Matrix& out, bool accumulate) {
-  require(x, "x", DType::f32);
-  const int64_t o = term.values.rows;
-  check_term_f32(term, o, x.cols, "x.shape[1]");
-  require(out, "out", DType::f32, x.rows, o);
-  const int n = term.pattern.n, m = term.pattern.m;
-  const int64_t kc = term.pattern.compressed_cols(x.cols);
-  auto xv = view_as<const float>(x);
-  auto v = view_as<const float>(term.values);
-  auto pos = view_as<const uint8_t>(term.positions);
-  auto y = view_as<float>(out);
-  parallel_for(x.rows, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const float* xr = xv.row(b);
-      for (int64_t r = 0; r < o; ++r) {
-        const float* vr = v.row(r);
-        const uint8_t* pr = pos.row(r);
-        float acc = 0.f;
-        for (int64_t j = 0; j < kc; ++j) acc += xr[j / n * m + pr[j]] * vr[j];
-        y(b, r) = accumulate ? y(b, r) + acc : acc;
-      }
-    }
-  });
-}
-
-void tasd_accumulate_spmm(const TASDTerm& term, const Matrix& b, const Matrix& out, bool accumulate) {
-  require(b, "b", DType::f32);
-  const int64_t rows = term.values.rows;
-  check_term_f32(term, rows, b.rows, "b.shape[0]");
-  require(out, "out", DType::f32, rows, b.cols);
-  const int n = term.pattern.n, m = term.pattern.m;
-  const int64_t kc = term.pattern.compressed_cols(b.rows);
-  auto bv = view_as<const float>(b);
-  auto v = view_as<const float>(term.values);
-  auto pos = view_as<const uint8_t>(term.positions);
-  auto y = view_as<float>(out);
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* yr = y.row(r);
-      if (!accumulate) std::fill(yr, yr + b.cols, 0.f);
-      for (int64_t j = 0; j < kc; ++j) {
-        const float a = v(r, j);
-        if (a == 0.f) continue;  // zeros of a thresholded activation cost nothing
-        const float* br = bv.row(j / n * m + pos(r, j));
-        for (int64_t c = 0; c < b.cols; ++c) yr[c] += a * br[c];
-      }
-    }
   });
 }
 

@@ -25,23 +25,4 @@ void bind_tasd(nb::module_& m) {
   }, nb::arg("tensor"), nb::arg("scores").none(), nb::arg("ns"), nb::arg("ms"), nb::arg("values"),
      nb::arg("positions"), nb::arg("threshold") = 0.0);
 
-  m.def("tasd_accumulate_linear", [](InArray x, InArray values, InArray positions, int n, int mm, OutArray out,
-                                     bool accumulate) {
-    auto xm = as_matrix(x, "x");
-    hinm::TASDTerm t{{n, mm}, as_matrix(values, "values"), as_matrix(positions, "positions")};
-    auto o = as_matrix(out, "out");
-    nb::gil_scoped_release nogil;
-    hinm::tasd_accumulate_linear(xm, t, o, accumulate);
-  }, nb::arg("x"), nb::arg("values"), nb::arg("positions"), nb::arg("n"), nb::arg("m"), nb::arg("out"),
-     nb::arg("accumulate"));
-
-  m.def("tasd_accumulate_spmm", [](InArray values, InArray positions, int n, int mm, InArray b, OutArray out,
-                                   bool accumulate) {
-    hinm::TASDTerm t{{n, mm}, as_matrix(values, "values"), as_matrix(positions, "positions")};
-    auto bm = as_matrix(b, "b");
-    auto o = as_matrix(out, "out");
-    nb::gil_scoped_release nogil;
-    hinm::tasd_accumulate_spmm(t, bm, o, accumulate);
-  }, nb::arg("values"), nb::arg("positions"), nb::arg("n"), nb::arg("m"), nb::arg("b"), nb::arg("out"),
-     nb::arg("accumulate"));
 }

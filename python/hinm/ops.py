@@ -160,7 +160,11 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     x: float32 [..., K] (any leading batch dims), bias: float32 [R] or None. Returns [..., R]
     float32 in x's framework. ``out=`` (float32, contiguous, shape [..., R]) receives the result;
     with ``accumulate=True`` the product and bias are *added* to ``out`` (used to sum several
-    sparse terms, e.g. a TASD series, into one buffer)."""
+    sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way."""
+    if type(w).__name__ == "TASDSeries":
+        from .tasd import tasd_linear
+
+        return tasd_linear(x, w, bias, out=out, accumulate=accumulate)
     x = as_array(x, "x")
     if is_cuda(x):
         return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)

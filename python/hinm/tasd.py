@@ -295,23 +295,30 @@ def _matmul_into(a: Any, b: Any, out: Any, accumulate: bool) -> None:
         out[...] = prod
 
 
-def _f32_cpu(*arrays: Any) -> bool:
-    return all(dtype_name(a) == "float32" and not (is_torch(a) and a.device.type != "cpu") for a in arrays)
+def _f32(*arrays: Any) -> bool:
+    return all(dtype_name(a) == "float32" for a in arrays)
 
 
-def _accumulate_weight_term(x2: Any, term: Any, out: Any, accumulate: bool) -> None:
-    if isinstance(term, NMTensor) and _f32_cpu(x2, term.values, out):
-        _C.tasd_accumulate_linear(x2, contiguous(term.values), contiguous(term.indices), term.n, term.m, out,
-                                  accumulate)
-    else:  # other dtypes/devices until the N:M GEMM covers them: a dense copy of the term
-        _matmul_into(x2, term.to_dense().T, out, accumulate)
+def _accumulate_weight_term(x2: Any, term: Any, out: Any, accumulate: bool, bias: Optional[Any] = None) -> None:
+    """out (+)= x2 · termᵀ (+ bias) with the N:M / HiNM GEMM (hinm.ops.linear)."""
+    if _f32(x2, out) and (bias is None or _f32(bias)):
+        from .ops import linear
+
+        linear(x2, term, bias=bias, out=out, accumulate=accumulate)
+        return
+    _matmul_into(x2, term.to_dense().T, out, accumulate)  # dtypes the GEMM lacks: dense reference
+    if bias is not None:
+        out += bias
 
 
 def _accumulate_activation_term(term: NMTensor, wt: Any, out: Any, accumulate: bool) -> None:
-    if _f32_cpu(term.values, wt, out):
-        _C.tasd_accumulate_spmm(term.values, term.indices, term.n, term.m, wt, out, accumulate)
-    else:
-        _matmul_into(term.to_dense(), wt, out, accumulate)
+    """out (+)= term · wt with the decomposed activation as the sparse operand (hinm.ops.spmm)."""
+    if _f32(term.values, wt, out):
+        from .ops import spmm
+
+        spmm(term, wt, out=out, accumulate=accumulate)
+        return
+    _matmul_into(term.to_dense(), wt, out, accumulate)
 
 
 def _output(x: Any, rows: int, cols: int, out: Optional[Any]) -> Any:
@@ -323,20 +330,23 @@ def _output(x: Any, rows: int, cols: int, out: Optional[Any]) -> Any:
     return out
 
 
-def tasd_linear(x: Any, weight: TASDSeries, bias: Optional[Any] = None, out: Optional[Any] = None) -> Any:
-    """y = x · Wᵀ + bias with W a TASDSeries [out_features, K]: each term runs as one N:M GEMM
-    accumulating into the same output buffer. x: [..., K]; returns [..., out_features]."""
+def tasd_linear(x: Any, weight: TASDSeries, bias: Optional[Any] = None, out: Optional[Any] = None,
+                accumulate: bool = False) -> Any:
+    """y = x · Wᵀ + bias with W a TASDSeries [out_features, K]: each term runs as one N:M (or HiNM)
+    GEMM accumulating into the same output buffer, no temporaries per term. x: [..., K]; returns
+    [..., out_features]. accumulate=True adds the result to out. Also reached as
+    hinm.linear(x, series, bias)."""
     x = as_array(x, "x")
     r_out, k = weight.shape
     if len(x.shape) < 1 or int(x.shape[-1]) != k:
         raise ValueError(f"x has shape {tuple(x.shape)}; the TASD weight expects a last axis of {k}")
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs an out= buffer to add into")
     lead = tuple(x.shape[:-1])
     x2 = contiguous(x.reshape(-1, k))
     y = _output(x2, x2.shape[0], r_out, None if out is None else out.reshape(-1, r_out))
     for i, term in enumerate(weight.terms):
-        _accumulate_weight_term(x2, term, y, accumulate=i > 0)
-    if bias is not None:
-        y += bias
+        _accumulate_weight_term(x2, term, y, accumulate=accumulate or i > 0, bias=bias if i == 0 else None)
     return y.reshape(lead + (r_out,))
 
 

@@ -1,6 +1,5 @@
 // Greedy TASD in the C++ core: patterns hold, terms are disjoint pieces of the input, same-m
 // series collapse exactly, and bad series throw.
-#include <cmath>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -96,44 +95,5 @@ TEST(bad_series_throw) {
   CHECK_THROWS(tasd_decompose(make_matrix(w.data(), DType::f32, 1, 12), Matrix{},
                               {{{2, 4}, make_matrix(vals.data(), DType::f32, 1, 6),
                                 make_matrix(pos.data(), DType::u8, 1, 5)}}),
-               std::invalid_argument);
-}
-
-TEST(series_gemms_accumulate_every_term_into_one_buffer) {
-  const int64_t b = 5, o = 7, k = 32;
-  auto w = random_matrix(o * k, 6), x = random_matrix(b * k, 7);
-  std::vector<Owned> terms;
-  auto approx = tasd_dense(w, o, k, {{2, 4}, {1, 8}}, 0.0, &terms);
-  std::vector<float> y(b * o, 99.f);
-  const NMPattern pats[2] = {{2, 4}, {1, 8}};
-  for (int i = 0; i < 2; ++i) {
-    const int64_t kc = pats[i].compressed_cols(k);
-    TASDTerm t{pats[i], make_matrix(terms[i].values.data(), DType::f32, o, kc),
-               make_matrix(terms[i].positions.data(), DType::u8, o, kc)};
-    tasd_accumulate_linear(make_matrix(x.data(), DType::f32, b, k), t, make_matrix(y.data(), DType::f32, b, o), i > 0);
-  }
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t r = 0; r < o; ++r) {
-      double ref = 0;
-      for (int64_t c = 0; c < k; ++c) ref += double(x[i * k + c]) * approx[r * k + c];
-      CHECK(std::fabs(y[i * o + r] - ref) < 1e-4);
-    }
-  // TASD-A: the same terms as the sparse left operand against b = xᵀ [K, B].
-  std::vector<float> bt(k * b), z(o * b, 99.f);
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t c = 0; c < k; ++c) bt[c * b + i] = x[i * k + c];
-  for (int i = 0; i < 2; ++i) {
-    const int64_t kc = pats[i].compressed_cols(k);
-    TASDTerm t{pats[i], make_matrix(terms[i].values.data(), DType::f32, o, kc),
-               make_matrix(terms[i].positions.data(), DType::u8, o, kc)};
-    tasd_accumulate_spmm(t, make_matrix(bt.data(), DType::f32, k, b), make_matrix(z.data(), DType::f32, o, b), i > 0);
-  }
-  for (int64_t r = 0; r < o; ++r)
-    for (int64_t i = 0; i < b; ++i) CHECK(std::fabs(z[r * b + i] - y[i * o + r]) < 1e-4);
-  terms[0].positions[0] = 9;  // corrupted container: rejected, not read out of bounds
-  TASDTerm bad{pats[0], make_matrix(terms[0].values.data(), DType::f32, o, 16),
-               make_matrix(terms[0].positions.data(), DType::u8, o, 16)};
-  CHECK_THROWS(tasd_accumulate_linear(make_matrix(x.data(), DType::f32, b, k), bad,
-                                      make_matrix(y.data(), DType::f32, b, o), false),
                std::invalid_argument);
 }

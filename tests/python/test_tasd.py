@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import hinm
-from hinm.tasd import _accumulate_weight_term  # noqa: F401  (import check: the GEMM path exists)
 
 from conftest import needs_torch
 
@@ -93,8 +92,12 @@ def test_linear_equals_dense_reference(rng):
     s = hinm.tasd(w, "2:4+1:8")
     x = rng.standard_normal((2, 5, 32)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
-    y = hinm.tasd_linear(x, s, b)
+    y = hinm.linear(x, s, b)  # hinm.linear dispatches a TASDSeries to tasd_linear
     np.testing.assert_allclose(y, x @ s.to_dense().T + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y, hinm.tasd_linear(x, s, b))
+    acc = y.copy()
+    hinm.linear(x, s, b, out=acc, accumulate=True)
+    np.testing.assert_allclose(acc, 2 * y, rtol=1e-5, atol=1e-5)
     out = np.full((10, 24), 7.0, np.float32)  # a caller's buffer: every term lands in it
     hinm.tasd_linear(x.reshape(10, 32), s, out=out)
     np.testing.assert_allclose(out, x.reshape(10, 32) @ s.to_dense().T, rtol=1e-5, atol=1e-5)

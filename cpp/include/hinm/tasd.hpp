@@ -35,11 +35,5 @@ void check_tasd_series(const std::vector<NMPattern>& series, int64_t k, const ch
 void tasd_decompose(const Matrix& tensor, const Matrix& scores, const std::vector<TASDTerm>& terms,
                     double threshold = 0.0);
 
-// The GEMMs a series runs, one term at a time into one output buffer (no per-term temporaries).
-// Reference-speed f32 kernels, deterministic for any thread count.
-// TASD-W: out[B, O] (+)= x[B, K] · termᵀ, term = N:M [O, K].
-void tasd_accumulate_linear(const Matrix& x, const TASDTerm& term, const Matrix& out, bool accumulate);
-// TASD-A: out[R, N] (+)= term · b[K, N], term = N:M [R, K] (the decomposed activation).
-void tasd_accumulate_spmm(const TASDTerm& term, const Matrix& b, const Matrix& out, bool accumulate);
 
 }  // namespace hinm
