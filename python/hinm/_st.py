@@ -34,20 +34,17 @@ def load_sentence_transformer(path: str, device: str = "cpu"):
 
 
 def calibration_batches(model, sentences: Sequence[str], batch_size: int = 32) -> list:
-    """Tokenised batches of `sentences` for sparsify_, each of sentences with the same token count,
-    so no padding token pollutes the calibration statistics."""
-    lengths = [len(ids) for ids in model.tokenizer(list(sentences), truncation=True,
-                                                   max_length=model.max_seq_length)["input_ids"]]
-    by_len: dict = {}
-    for sent, n in zip(sentences, lengths):
-        by_len.setdefault(n, []).append(sent)
-    batches = []
-    for n in sorted(by_len):
-        group = by_len[n]
-        for j in range(0, len(group), batch_size):
-            tokenize = getattr(model, "preprocess", None) or model.tokenize
-            batches.append(dict(tokenize(group[j:j + batch_size])))
-    return batches
+    """Tokenised batches of `sentences` for sparsify_, sorted by length (little padding; pass
+    `st_token_mask` so that what padding remains stays out of the statistics)."""
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    return [dict(tokenize([sentences[i] for i in order[j:j + batch_size]]))
+            for j in range(0, len(order), batch_size)]
+
+
+def st_token_mask(batch):
+    """Real tokens of a tokenised batch (its attention mask)."""
+    return batch["attention_mask"].bool()
 
 
 def st_forward(model, batch):

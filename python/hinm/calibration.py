@@ -122,12 +122,19 @@ def _run(model: torch.nn.Module, batch: Any, index: int, forward: Forward) -> No
         raise ValueError(f"calibration batch {index}: the model's forward failed: {type(e).__name__}: {e}") from None
 
 
-def _capture(model_layers: Dict[str, torch.nn.Linear], stop_after: Optional[str], sink: Dict[str, torch.Tensor]):
+def _capture(model_layers: Dict[str, torch.nn.Linear], stop_after: Optional[str], sink: Dict[str, torch.Tensor],
+             rows: Optional[torch.Tensor] = None):
     handles = []
+    masked: Dict[tuple, torch.Tensor] = {}  # one masked copy per input tensor, so sharing stays visible
 
     def make(name: str, layer: torch.nn.Linear):
         def hook(module, args):
             x = args[0] if args else None
+            if rows is not None and isinstance(x, torch.Tensor) and tuple(x.shape[:-1]) == tuple(rows.shape):
+                key = (x.data_ptr(), tuple(x.shape))
+                if key not in masked:
+                    masked[key] = x[rows]  # real tokens only: padding would pollute the statistics
+                x = masked[key]
             sink[name] = validate_inputs(x, layer.in_features, f"layer '{name}'")
             if name == stop_after:
                 raise _Stop()
@@ -172,19 +179,23 @@ def execution_groups(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear],
 def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], batches: Sequence[Any],
                   forward: Forward = default_forward, dense_model: Optional[torch.nn.Module] = None,
                   dense_layers: Optional[Dict[str, torch.nn.Linear]] = None,
-                  stop_after: Optional[str] = None) -> Dict[str, LayerStats]:
+                  stop_after: Optional[str] = None,
+                  token_mask: Optional[Callable[[Any], torch.Tensor]] = None) -> Dict[str, LayerStats]:
     """LayerStats for each of `layers` (name -> module of `model`) over all calibration batches.
 
     With `dense_model` (and its `dense_layers` under the same names) the pruned and dense models run
     on the same batches and the stats carry the cross terms sequential reconstruction needs.
-    `stop_after` names the last layer wanted: the forward pass ends there."""
+    `stop_after` names the last layer wanted: the forward pass ends there. `token_mask(batch)` gives a
+    bool [batch, tokens] mask of real (non-padding) tokens; inputs of layers whose leading shape
+    matches it keep only those rows."""
     batches = check_batches(batches)
     paired = dense_model is not None
     accs = {n: _Accumulator(l.in_features, f"layer '{n}'", paired) for n, l in layers.items()}
     shared: Dict[str, str] = {}
     for i, batch in enumerate(batches):
         got: Dict[str, torch.Tensor] = {}
-        handles = _capture(layers, stop_after, got)
+        rows = token_mask(batch).bool() if token_mask is not None else None
+        handles = _capture(layers, stop_after, got, rows)
         try:
             _run(model, batch, i, forward)
         finally:
@@ -192,7 +203,7 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
                 h.remove()
         dense_got: Dict[str, torch.Tensor] = {}
         if paired:
-            handles = _capture(dense_layers, stop_after, dense_got)
+            handles = _capture(dense_layers, stop_after, dense_got, rows)
             try:
                 _run(dense_model, batch, i, forward)
             finally:

@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         run_prune(args)
         return 0
     if args.command == "bench":
-        from .demo import run_bench
+        from .bench_cmd import run_bench
 
         run_bench(quick=args.quick, out=args.out)
         return 0

@@ -82,7 +82,7 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
              plots: bool = True) -> dict:
     from . import __version__, get_num_threads
     from .io import load, save
-    from ._st import calibration_batches, minilm_path, st_forward
+    from ._st import calibration_batches, minilm_path, st_forward, st_token_mask
     from .quality import doc_sentences, embedding_agreement, encode, load_minilm
     from .sparsify import sparsify_
 
@@ -109,7 +109,8 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
         calibrated = v.saliency != "magnitude" or v.reconstruct
         rep = sparsify_(model, v.config, permute=v.permute, calibration=batches if calibrated else None,
                         saliency=v.saliency, reconstruct=v.reconstruct, compress=v.compress,
-                        calibration_forward=st_forward, progress=True)
+                        calibration_forward=st_forward,
+                        calibration_token_mask=st_token_mask, progress=True)
         cos, top1 = embedding_agreement(dense_emb, encode(model, evals))
         row = dict(key=v.key, label=v.label, config=v.config, sparsity=_sparsity(v.config), saliency=v.saliency,
                    permute=v.permute, reconstruct=v.reconstruct, mean_cosine=cos, top1_agreement=top1,

@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 
-from .nm import NMTensor, compress_nm
+from .nm import NMTensor
 from .pattern import HiNMConfig, NMConfig, parse_config
 
 KINDS = ("hinm", "nm")
@@ -152,29 +151,21 @@ class HiNMLinear(torch.nn.Module):
 
 
 def sparse_linear(x: torch.Tensor, container: Any, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """x·Wᵀ + b through hinm's kernels (hinm.linear); a dense fallback only where no sparse
-    kernel exists for the container."""
+    """x·Wᵀ + b through hinm's kernels (hinm.ops.linear: float32 activations, float32 accumulation
+    whatever the stored dtype); the result comes back in x's dtype."""
     from . import ops
 
-    x = x.contiguous()
-    if x.dtype != container.values.dtype and container.values.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        x = x.to(container.values.dtype)
-    try:
-        return ops.linear(x, container, bias=bias)
-    except NotImplementedError:
-        return F.linear(x, _as_torch(container.to_dense()).to(x.dtype), bias)
+    dtype = x.dtype
+    y = ops.linear(x.to(torch.float32).contiguous(), container,
+                   bias=None if bias is None else bias.detach().to(torch.float32))
+    return y if y.dtype == dtype else y.to(dtype)
 
 
 def compress_weight(weight: torch.Tensor, config: Any, perm: Any = None, scores: Any = None) -> Any:
-    """The compressed container of `weight` for an NMConfig (NMTensor; with a column permutation it
-    becomes a one-tile HiNMTensor) or a HiNMConfig (HiNMTensor)."""
-    from . import hinm_format
+    """The compressed container of `weight`: NMTensor for an NMConfig without permutation, else a
+    HiNMTensor (a one-tile one for N:M with a column permutation) — see hinm.compress."""
+    from .hinm_format import compress
 
-    if isinstance(config, NMConfig):
-        if perm is None:
-            return compress_nm(weight, config.n, config.m, scores)
-        r, k = weight.shape
-        config = HiNMConfig(v=int(r), vec_density=1.0, n=config.n, m=config.m)
-    if not isinstance(config, HiNMConfig):
+    if not isinstance(config, (NMConfig, HiNMConfig)):
         raise ValueError(f"{config} cannot be stored compressed (only N:M and HiNM configs can)")
-    return hinm_format.compress(weight, config, perm=perm, scores=scores)
+    return compress(weight, config, perm=perm, scores=scores)

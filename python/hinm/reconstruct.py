@@ -61,13 +61,15 @@ def _blocks(k: int, start: int, size: int):
         yield i, min(i + size, k)
 
 
-def sparsegpt(weight: torch.Tensor, plan: Plan, hessian: torch.Tensor, blocksize: int = 128):
-    """SparseGPT walk over `plan` with a damped Hessian. Returns (weight, mask) in float64/bool."""
+def sparsegpt(weight: torch.Tensor, plan: Plan, hessian: torch.Tensor, blocksize: int = 128,
+              dtype: torch.dtype = torch.float32):
+    """SparseGPT walk over `plan` with a damped Hessian, in `dtype` (float32 as in SparseGPT: the
+    damping keeps it well conditioned). Returns (weight float64, mask bool)."""
     r, k, t, v = plan.rows, plan.cols, plan.tiles, plan.v
     seq = plan.seq
     idx = seq.unsqueeze(1).expand(t, v, k)
-    wp = _to_slots(weight.to(torch.float64), plan.row_perm, t * v).reshape(t, v, k).gather(2, idx)
-    u = _inverse_cholesky(hessian[seq.unsqueeze(2), seq.unsqueeze(1)])
+    wp = _to_slots(weight.to(dtype), plan.row_perm, t * v).reshape(t, v, k).gather(2, idx)
+    u = _inverse_cholesky(hessian.to(dtype)[seq.unsqueeze(2), seq.unsqueeze(1)])
     keep = torch.zeros(t, v, k, dtype=torch.bool)
     group = plan.group
     m = group[1] if group else 1
@@ -93,7 +95,7 @@ def sparsegpt(weight: torch.Tensor, plan: Plan, hessian: torch.Tensor, blocksize
             e1[:, :, i] = err
         wp[:, :, i1:i2] = q1
         wp[:, :, i2:] -= torch.bmm(e1, u[:, i1:i2, i2:])
-    out = torch.zeros(t, v, k, dtype=torch.float64).scatter_(2, idx, wp)
+    out = torch.zeros(t, v, k, dtype=torch.float64).scatter_(2, idx, wp.to(torch.float64))
     mask = torch.zeros(t, v, k, dtype=torch.bool).scatter_(2, idx, keep)
     return (_from_slots(out.reshape(t * v, k), plan.row_perm, r),
             _from_slots(mask.reshape(t * v, k), plan.row_perm, r))
@@ -107,11 +109,14 @@ def _choose_unstructured(w1: torch.Tensor, dd: torch.Tensor, k1: torch.Tensor, c
     k1.copy_(flat.reshape(k1.shape))
 
 
-def refit(target: torch.Tensor, mask: torch.Tensor, hessian: torch.Tensor, max_bytes: int = 1 << 28) -> torch.Tensor:
+def refit(target: torch.Tensor, mask: torch.Tensor, hessian: torch.Tensor, max_bytes: int = 1 << 27,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Row-wise least squares: for each row r with kept set S, Ŵ[r, S] minimises
-    ‖(target_r − Ŵ_r) X‖² (+ damping) — i.e. solves H[S, S] Ŵ[r, S] = (H target_r)[S]."""
-    rhs = target.to(torch.float64) @ hessian
-    out = torch.zeros_like(rhs)
+    ‖(target_r − Ŵ_r) X‖² (+ damping) — i.e. solves H[S, S] Ŵ[r, S] = (H target_r)[S]. The batched
+    Cholesky solves run in `dtype` (float32: damped systems of at most a few thousand unknowns)."""
+    rhs = (target.to(torch.float64) @ hessian).to(dtype)
+    hessian = hessian.to(dtype)
+    out = torch.zeros(rhs.shape, dtype=torch.float64)
     counts = mask.sum(1)
     for s in torch.unique(counts).tolist():
         if s == 0:
@@ -124,7 +129,7 @@ def refit(target: torch.Tensor, mask: torch.Tensor, hessian: torch.Tensor, max_b
             sub = hessian[cols.unsqueeze(2), cols.unsqueeze(1)]
             b = rhs[rr.unsqueeze(1), cols].unsqueeze(2)
             sol = torch.cholesky_solve(b, torch.linalg.cholesky(sub)).squeeze(2)
-            out[rr.unsqueeze(1), cols] = sol
+            out[rr.unsqueeze(1), cols] = sol.to(torch.float64)
     return out
 
 
@@ -148,7 +153,8 @@ def reconstruct(weight: torch.Tensor, plan: Plan, stats: LayerStats, method: str
         candidates.append((new, mask, "sparsegpt"))
     if method.endswith("refit"):
         candidates.append((refit(target, mask, h), mask, method))
-        if mask is not plan.mask:  # SparseGPT's per-block choice can lose to the planned mask
+        if mask is not plan.mask and isinstance(plan.config, Unstructured):
+            # SparseGPT's per-block unstructured choice can lose to the planned (per-layer) mask
             candidates.append((refit(target, plan.mask, h), plan.mask, "refit"))
     for new, msk, name in candidates:
         new = new * msk

@@ -187,6 +187,7 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
               calibration: Optional[Iterable[Any]] = None, saliency: Optional[str] = None,
               reconstruct: Union[bool, str] = False, sequential: bool = True, compress: bool = True,
               calibration_forward: Optional[Callable[[torch.nn.Module, Any], Any]] = None,
+              calibration_token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
               damp: float = 0.01, seed: int = 0, time_budget: Optional[float] = None,
               threads: Optional[int] = None, progress: bool = True) -> SparsifyReport:
     """Prune `model`'s nn.Linear layers in place; returns a per-layer SparsifyReport.
@@ -196,7 +197,8 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
     targets / ignore: regexes on module names (re.search); a target matching no nn.Linear raises.
     permute: 'gyro' | 'identity' | 'random' | 'channel_swap' (hinm.search_permutation methods).
     calibration: a sequence of model inputs (fed as model(x), model(*x) or model(**x), or through
-        `calibration_forward(model, batch)`); enables saliency 'activation' (the default then) / 'obs'
+        `calibration_forward(model, batch)`; `calibration_token_mask(batch)` -> bool [batch, tokens]
+        marks real tokens so padding stays out of the statistics); enables saliency 'activation' (the default then) / 'obs'
         and `reconstruct` (True = 'sparsegpt+refit', or a method name from reconstruct.METHODS).
     sequential: with reconstruction, take each layer's inputs from the already-pruned model.
     compress: swap in HiNMLinear modules (False: keep nn.Linear with pruned weights)."""
@@ -246,7 +248,7 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
                 current = {n: layers[n] for n in group}
                 stats = collect_stats(model, current, batches, forward,
                                       dense_model=dense, dense_layers={n: dense_layers[n] for n in group} if seq else None,
-                                      stop_after=group[-1] if seq else None)
+                                      stop_after=group[-1] if seq else None, token_mask=calibration_token_mask)
             jobs = [_Job(n, layers[n], stats[n]) for n in group]
             with ThreadPoolExecutor(max_workers=min(workers, max(1, len(jobs)))) as pool:
                 for job, (module, rep) in zip(jobs, pool.map(lambda j: _prune_layer(j, config, opts), jobs)):
