@@ -21,12 +21,20 @@ __version__: str = _C.version()
 _logging.getLogger("hinm").addHandler(_logging.NullHandler())
 
 
-def __getattr__(name: str):
-    # hinm.training needs torch, so it is imported on first use, not with hinm.
-    if name == "training":
-        import importlib
+# torch-only parts, imported on first use so that `import hinm` does not need torch
+_LAZY = {"sparsify_": ("sparsify", "sparsify_"), "SparsifyReport": ("sparsify", "SparsifyReport"),
+         "HiNMLinear": ("nn", "HiNMLinear"), "save": ("io", "save"), "load": ("io", "load")}
 
-        return importlib.import_module(".training", __name__)
+
+def __getattr__(name: str):
+    import importlib
+
+    # hinm.training needs torch, so it is imported on first use, not with hinm.
+    if name in ("training", "nn", "io", "sparsify", "calibration", "reconstruct", "saliency"):
+        return importlib.import_module("." + name, __name__)
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module("." + module, __name__), attr)
     raise AttributeError(f"module 'hinm' has no attribute {name!r}")
 
 
@@ -60,4 +68,5 @@ __all__ = [
     "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
+    "sparsify_", "SparsifyReport", "HiNMLinear", "save", "load",
 ]

@@ -19,17 +19,25 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(pkg.__file__), "model")
 
 
-def load_sentence_transformer(path: str, device: str = "cpu"):
+def quiet_transformers() -> None:
+    """Offline, no download attempts, no loading progress bars or advisories on stderr."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+    except ImportError:
+        raise RuntimeError("transformers is not installed: pip install 'hinm[demo]'") from None
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def load_sentence_transformer(path: str, device: str = "cpu"):
+    quiet_transformers()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise RuntimeError("sentence-transformers is not installed: pip install 'hinm[demo]'") from None
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     return SentenceTransformer(str(path), device=device)
 
 

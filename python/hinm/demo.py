@@ -82,7 +82,7 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
              plots: bool = True) -> dict:
     from . import __version__, get_num_threads
     from .io import load, save
-    from ._st import calibration_batches, minilm_path, st_forward, st_token_mask
+    from ._st import calibration_batches, minilm_path, quiet_transformers, st_forward, st_token_mask
     from .quality import doc_sentences, embedding_agreement, encode, load_minilm
     from .sparsify import sparsify_
 
@@ -94,6 +94,7 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
     n_calib = n_calib or (64 if quick else 256)
     n_eval = n_eval or (128 if quick else 512)
     torch.manual_seed(0)
+    quiet_transformers()
     dense = load_minilm()
     dense.eval()
     calib = doc_sentences(n_calib, "calib")

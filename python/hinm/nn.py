@@ -115,6 +115,9 @@ class HiNMLinear(torch.nn.Module):
             self.out_features, self.in_features = (int(s) for s in container.shape)
             self._set_buffers(fields)
             self._cache = None
+            bias = state_dict.get(prefix + "bias")
+            if isinstance(bias, torch.Tensor) and self.bias is not None and bias.shape != self.bias.shape:
+                self.bias = torch.nn.Parameter(bias.detach().clone().to(self.bias.device), requires_grad=False)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

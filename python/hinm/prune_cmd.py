@@ -36,15 +36,13 @@ def _read_calibration(path: str) -> List[str]:
 
 def _load_folder(path: Path):
     """(model, kind) for a sentence-transformers or transformers folder."""
-    from ._st import load_sentence_transformer
+    from ._st import load_sentence_transformer, quiet_transformers
 
     try:
         if (path / "modules.json").is_file():
             return load_sentence_transformer(str(path)), "sentence-transformers"
         if (path / "config.json").is_file():
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            quiet_transformers()
             from transformers import AutoModel
 
             return AutoModel.from_pretrained(str(path), local_files_only=True), "transformers"
