@@ -180,16 +180,18 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
                   forward: Forward = default_forward, dense_model: Optional[torch.nn.Module] = None,
                   dense_layers: Optional[Dict[str, torch.nn.Linear]] = None,
                   stop_after: Optional[str] = None,
-                  token_mask: Optional[Callable[[Any], torch.Tensor]] = None) -> Dict[str, LayerStats]:
+                  token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
+                  dense_inputs: Optional[List[Dict[str, torch.Tensor]]] = None) -> Dict[str, LayerStats]:
     """LayerStats for each of `layers` (name -> module of `model`) over all calibration batches.
 
     With `dense_model` (and its `dense_layers` under the same names) the pruned and dense models run
     on the same batches and the stats carry the cross terms sequential reconstruction needs.
+    `dense_inputs` (from capture_inputs on the dense model) can stand in for running `dense_model`.
     `stop_after` names the last layer wanted: the forward pass ends there. `token_mask(batch)` gives a
     bool [batch, tokens] mask of real (non-padding) tokens; inputs of layers whose leading shape
     matches it keep only those rows."""
     batches = check_batches(batches)
-    paired = dense_model is not None
+    paired = dense_model is not None or dense_inputs is not None
     accs = {n: _Accumulator(l.in_features, f"layer '{n}'", paired) for n, l in layers.items()}
     shared: Dict[str, str] = {}
     for i, batch in enumerate(batches):
@@ -201,8 +203,8 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
         finally:
             for h in handles:
                 h.remove()
-        dense_got: Dict[str, torch.Tensor] = {}
-        if paired:
+        dense_got: Dict[str, torch.Tensor] = dense_inputs[i] if dense_inputs is not None else {}
+        if dense_model is not None:
             handles = _capture(dense_layers, stop_after, dense_got, rows)
             try:
                 _run(dense_model, batch, i, forward)
@@ -218,3 +220,22 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
             owner[key] = name
             accs[name].add(x, dense_got.get(name) if paired else None)
     return {n: accs[shared.get(n, n)].result() for n in accs}
+
+
+def capture_inputs(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], batches: Sequence[Any],
+                   forward: Forward = default_forward,
+                   token_mask: Optional[Callable[[Any], torch.Tensor]] = None) -> List[Dict[str, torch.Tensor]]:
+    """The inputs of `layers` for every batch (name -> [rows, K]; layers fed the same tensor share
+    one copy) — the dense model's side of sequential reconstruction, computed in one pass."""
+    out = []
+    for i, batch in enumerate(check_batches(batches)):
+        got: Dict[str, torch.Tensor] = {}
+        rows = token_mask(batch).bool() if token_mask is not None else None
+        handles = _capture(layers, None, got, rows)
+        try:
+            _run(model, batch, i, forward)
+        finally:
+            for h in handles:
+                h.remove()
+        out.append(got)
+    return out

@@ -33,6 +33,7 @@ class Variant:
     permute: str = "identity"
     reconstruct: bool = False
     compress: bool = False
+    sequential: bool = False
 
 
 def variants(quick: bool) -> List[Variant]:
@@ -42,7 +43,8 @@ def variants(quick: bool) -> List[Variant]:
         Variant("hinm75_act_id", "HiNM 75%, no permutation", HINM75, "activation"),
         Variant("hinm75_act_gyro", "HiNM 75%, gyro", HINM75, "activation", "gyro"),
         Variant("hinm75_rec_id", "HiNM 75%, no permutation", HINM75, "activation", "identity", True),
-        Variant("hinm75_rec_gyro", "HiNM 75%, gyro", HINM75, "activation", "gyro", True, compress=True),
+        Variant("hinm75_rec_gyro", "HiNM 75%, gyro", HINM75, "activation", "gyro", True),
+        Variant("hinm75_full", "HiNM 75%, gyro, sequential", HINM75, "activation", "gyro", True, True, True),
         Variant("unst75_mag", "unstructured 75%", "unstructured:0.75"),
         Variant("unst75_act", "unstructured 75%", "unstructured:0.75", "activation"),
         Variant("unst75_rec", "unstructured 75%", "unstructured:0.75", "activation", reconstruct=True),
@@ -50,11 +52,13 @@ def variants(quick: bool) -> List[Variant]:
         Variant("nm24_act", "2:4 (50%)", "2:4", "activation"),
         Variant("nm24_rec", "2:4 (50%)", "2:4", "activation", reconstruct=True),
         Variant("hinm875_rec_gyro", "HiNM 87.5%, gyro", HINM875, "activation", "gyro", True),
+        Variant("hinm875_full", "HiNM 87.5%, gyro, sequential", HINM875, "activation", "gyro", True, False, True),
         Variant("unst875_rec", "unstructured 87.5%", "unstructured:0.875", "activation", reconstruct=True),
     ]
     if not quick:
         return full
-    keep = {"hinm75_mag_id", "hinm75_mag_gyro", "hinm75_act_gyro", "hinm75_rec_gyro", "unst75_rec", "nm24_mag"}
+    keep = {"hinm75_mag_id", "hinm75_mag_gyro", "hinm75_act_id", "hinm75_act_gyro", "hinm75_full", "unst75_rec",
+            "nm24_mag"}
     return [v for v in full if v.key in keep]
 
 
@@ -84,7 +88,8 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
     from .io import load, save
     from ._st import calibration_batches, minilm_path, quiet_transformers, st_forward, st_token_mask
     from .quality import doc_sentences, embedding_agreement, encode, load_minilm
-    from .sparsify import sparsify_
+    from .calibration import collect_stats
+    from .sparsify import select_linears, sparsify_
 
     start = time.perf_counter()
     out_dir = Path(out)
@@ -101,6 +106,8 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
     evals = doc_sentences(n_eval, "eval")
     batches = calibration_batches(dense, calib)
     dense_emb = encode(dense, evals)
+    # the dense model's input statistics, shared by every variant that is not sequential
+    stats = collect_stats(dense, select_linears(dense), batches, st_forward, token_mask=st_token_mask)
     _info(f"all-MiniLM-L6-v2: {n_calib} calibration / {n_eval} evaluation sentences (disjoint)")
 
     results, layer_rows, headline = [], {}, None
@@ -110,6 +117,7 @@ def run_demo(out: str, quick: bool = False, n_calib: Optional[int] = None, n_eva
         calibrated = v.saliency != "magnitude" or v.reconstruct
         rep = sparsify_(model, v.config, permute=v.permute, calibration=batches if calibrated else None,
                         saliency=v.saliency, reconstruct=v.reconstruct, compress=v.compress,
+                        sequential=v.sequential, calibration_stats=stats,
                         calibration_forward=st_forward,
                         calibration_token_mask=st_token_mask, progress=True)
         cos, top1 = embedding_agreement(dense_emb, encode(model, evals))
@@ -165,10 +173,12 @@ def quality_table(results) -> str:
         ("HiNM v=64 75%, gyro", "hinm75_mag_gyro", "hinm75_act_gyro", "hinm75_rec_gyro"),
         ("unstructured 75%", "unst75_mag", "unst75_act", "unst75_rec"),
         ("2:4 (50%, for scale)", "nm24_mag", "nm24_act", "nm24_rec"),
+        ("HiNM v=64 75%, gyro, sequential (full pipeline)", None, None, "hinm75_full"),
         ("HiNM v=64 87.5%, gyro", None, None, "hinm875_rec_gyro"),
+        ("HiNM v=64 87.5%, gyro, sequential", None, None, "hinm875_full"),
         ("unstructured 87.5%", None, None, "unst875_rec"),
     ]
-    lines = ["| one shot | magnitude | activation-aware \\|W\\|·‖x‖ | + sequential reconstruction |", "|---|---|---|---|"]
+    lines = ["| one shot | magnitude | activation-aware \\|W\\|·‖x‖ | + reconstruction |", "|---|---|---|---|"]
     for label, *keys in rows:
         cells = [_cell(results, k) if k else "–" for k in keys]
         if any(c != "–" for c in cells):
@@ -187,8 +197,9 @@ def render_markdown(report: dict, figures: List[str]) -> str:
         "",
         "Quality: mean cosine of the pruned model's sentence embeddings to the dense ones, top-1 "
         "nearest-neighbour agreement in brackets. Reconstruction = SparseGPT-style walk with the "
-        "Cholesky factor of the damped inverse Hessian + exact refit, layers in sequence with inputs "
-        "from the already-pruned model.",
+        "Cholesky factor of the damped inverse Hessian + exact least-squares refit of the kept weights, "
+        "each layer on the dense model's inputs; 'sequential' = layers in order, inputs from the "
+        "already-pruned model, fitted to the dense model's outputs.",
         "",
         quality_table(report["results"]),
         "",

@@ -12,7 +12,6 @@ is sequential, are searched in parallel threads (hinm's C++ releases the GIL).""
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import time
@@ -23,7 +22,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 
 from ._plan import Plan, Unstructured, compress_scores, make_plan, parse_any_config, retained
-from .calibration import LayerStats, check_batches, collect_stats, default_forward, execution_groups
+from .calibration import (LayerStats, capture_inputs, check_batches, collect_stats, default_forward,
+                          execution_groups)
 from .pattern import HiNMConfig, NMConfig
 from .reconstruct import METHODS, reconstruct as reconstruct_layer
 from .saliency import SALIENCIES, saliency as saliency_scores
@@ -188,6 +188,7 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
               reconstruct: Union[bool, str] = False, sequential: bool = True, compress: bool = True,
               calibration_forward: Optional[Callable[[torch.nn.Module, Any], Any]] = None,
               calibration_token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
+              calibration_stats: Optional[Dict[str, LayerStats]] = None,
               damp: float = 0.01, seed: int = 0, time_budget: Optional[float] = None,
               threads: Optional[int] = None, progress: bool = True) -> SparsifyReport:
     """Prune `model`'s nn.Linear layers in place; returns a per-layer SparsifyReport.
@@ -198,7 +199,8 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
     permute: 'gyro' | 'identity' | 'random' | 'channel_swap' (hinm.search_permutation methods).
     calibration: a sequence of model inputs (fed as model(x), model(*x) or model(**x), or through
         `calibration_forward(model, batch)`; `calibration_token_mask(batch)` -> bool [batch, tokens]
-        marks real tokens so padding stays out of the statistics); enables saliency 'activation' (the default then) / 'obs'
+        marks real tokens so padding stays out of the statistics; `calibration_stats`, from
+        hinm.calibration.collect_stats on the dense model, saves that pass when not sequential); enables saliency 'activation' (the default then) / 'obs'
         and `reconstruct` (True = 'sparsegpt+refit', or a method name from reconstruct.METHODS).
     sequential: with reconstruction, take each layer's inputs from the already-pruned model.
     compress: swap in HiNMLinear modules (False: keep nn.Linear with pruned weights)."""
@@ -234,8 +236,8 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
         groups = execution_groups(model, layers, batches[0], forward) if seq else [list(layers)]
     else:
         groups = [list(layers)]
-    dense = copy.deepcopy(model) if seq else None
-    dense_layers = dict(dense.named_modules()) if seq else None
+    # the dense model's inputs to every layer, captured once before anything is pruned
+    dense_inputs = capture_inputs(model, layers, batches, forward, calibration_token_mask) if seq else None
     workers = threads or max(1, min(4, torch.get_num_threads()))
     reports: Dict[str, LayerReport] = {}
     bar = _progress(len(layers), progress, f"sparsify {config}")
@@ -246,9 +248,11 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
             stats: Dict[str, Optional[LayerStats]] = {n: None for n in group}
             if batches is not None and group:
                 current = {n: layers[n] for n in group}
-                stats = collect_stats(model, current, batches, forward,
-                                      dense_model=dense, dense_layers={n: dense_layers[n] for n in group} if seq else None,
-                                      stop_after=group[-1] if seq else None, token_mask=calibration_token_mask)
+                if not seq and calibration_stats is not None:
+                    stats = {n: calibration_stats[n] for n in group}
+                else:
+                    stats = collect_stats(model, current, batches, forward, stop_after=group[-1] if seq else None,
+                                          token_mask=calibration_token_mask, dense_inputs=dense_inputs)
             jobs = [_Job(n, layers[n], stats[n]) for n in group]
             with ThreadPoolExecutor(max_workers=min(workers, max(1, len(jobs)))) as pool:
                 for job, (module, rep) in zip(jobs, pool.map(lambda j: _prune_layer(j, config, opts), jobs)):
