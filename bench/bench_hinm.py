@@ -3,10 +3,10 @@
 
 Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
 "dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
-the same nonzeros. Writes bench/results/bench_hinm.json and a speedup-vs-batch plot
-bench/results/bench_hinm.png (when matplotlib is installed).
+the same nonzeros. Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
+plot next to it (.png, when matplotlib is installed).
 
-    python bench/bench_hinm.py [--quick] [--threads 2]
+    python bench/bench_hinm.py [--quick] [--threads 2] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="three shapes, v=64, batches 1, 32, 128")
     ap.add_argument("--threads", type=int, default=common.THREADS)
+    ap.add_argument("--cpu-time", action="store_true", help="time with the CPU clock (use with --threads 1)")
     args = ap.parse_args()
     common.setup_threads(args.threads)
     shapes = [SHAPES[0], SHAPES[4], SHAPES[5]] if args.quick else SHAPES
@@ -71,7 +72,7 @@ def main() -> None:
                             "min_vs_csr": min(csr)})
     common.print_table(summary, ["sparsity", "batch", "min_vs_dense", "median_vs_dense", "min_vs_csr"],
                        title="summary over shapes and v")
-    common.write_json("bench_hinm", rows, {"threads": args.threads, "summary": summary})
+    common.write_json(common.result_name("bench_hinm", args.threads), rows, {"threads": args.threads, "summary": summary})
     series = {}
     for s in SPARSITIES:
         for r, k in shapes:
@@ -79,7 +80,7 @@ def main() -> None:
             pts = [(row["batch"], row["vs_dense"]) for row in rows
                    if row["sparsity"] == s and row["shape"] == f"{r}x{k}" and row["v"] == v]
             series[f"{s} {r}x{k} v={v}"] = pts
-    common.plot_lines(common.RESULTS_DIR / "bench_hinm.png", series, "batch", "speedup vs best dense",
+    common.plot_lines(common.RESULTS_DIR / (common.result_name("bench_hinm", args.threads) + ".png"), series, "batch", "speedup vs best dense",
                       f"HiNM float32, {args.threads} threads")
 
 

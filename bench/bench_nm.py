@@ -2,9 +2,9 @@
 
 Prints, per shape and batch, the times of torch.matmul (F.linear), numpy.matmul and hinm.linear
 with float32 and float16 values, and the speedup of hinm over the faster dense baseline measured
-in the same run (same thread count everywhere). Writes bench/results/bench_nm.json.
+in the same run (same thread count everywhere). Writes bench/results/bench_nm_t<threads>[_cpu].json.
 
-    python bench/bench_nm.py [--quick] [--threads 2] [--pattern 2:4]
+    python bench/bench_nm.py [--quick] [--threads 2] [--pattern 2:4] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two shapes, batches 1 and 128")
     ap.add_argument("--threads", type=int, default=common.THREADS)
+    ap.add_argument("--cpu-time", action="store_true", help="time with the CPU clock (use with --threads 1)")
     ap.add_argument("--pattern", default="2:4")
     ap.add_argument("--batches", type=int, nargs="*")
     args = ap.parse_args()
@@ -47,11 +48,11 @@ def main() -> None:
             rows.append({"shape": f"{r}x{k}", "batch": b, "torch_us": dense.get("torch", float("nan")) * 1e6,
                          "numpy_us": dense["numpy"] * 1e6, "hinm_f32_us": t_f32 * 1e6, "hinm_f16_us": t_f16 * 1e6,
                          "speedup_f32": best / t_f32, "speedup_f16": best / t_f16})
-            common.print_table(rows[-1:], list(rows[-1].keys())) if len(rows) == 1 else None
+            print(f"  {r}x{k} batch {b} done", flush=True)
     common.print_table(rows, ["shape", "batch", "torch_us", "numpy_us", "hinm_f32_us", "hinm_f16_us", "speedup_f32",
                               "speedup_f16"],
                        title=f"hinm.linear {n}:{m} vs best dense (speedup = best dense / hinm), {args.threads} threads")
-    common.write_json("bench_nm", rows, {"pattern": f"{n}:{m}", "threads": args.threads})
+    common.write_json(common.result_name("bench_nm", args.threads), rows, {"pattern": f"{n}:{m}", "threads": args.threads})
 
 
 if __name__ == "__main__":
