@@ -4,7 +4,8 @@ A weight W [R, K] is cut into T = ceil(R / v) tiles of v row slots (slot s holds
 row_perm[s]). Each tile keeps Kt = config.kept_columns(K) columns, listed in col_idx[t] in the
 tile's order (the input-channel permutation); along each row, consecutive groups of m kept columns
 hold n values. When R is not a multiple of v, the last tile is padded with zero rows internally:
-the padding costs storage but never appears in `to_dense()` or in GEMM outputs."""
+the padding costs storage but never appears in `to_dense()` or in GEMM outputs (padding slots hold
+zero values and positions 0..n-1 in every group, so their metadata stays legal)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _C
-from ._arrays import (as_array, contiguous, dtype_name, empty, from_numpy, is_torch, require_2d,
+from ._arrays import (as_array, contiguous, dtype_name, empty, from_numpy, is_cuda, is_torch, require_2d,
                       require_weight_dtype, scores_f32, to_numpy)
 from ._state import array_field, int_tensor, int_vector
 from .nm import NMTensor, compress_nm
@@ -47,8 +48,14 @@ def _perm_arrays(perm: Any, rows: int, cols: int, tiles: int) -> Tuple[Optional[
     return rp, co
 
 
-def _resolve_hinm(config: Union[str, HiNMConfig], cols: int) -> Tuple[HiNMConfig, int]:
+def _resolve_hinm(config: Union[str, HiNMConfig, NMConfig], cols: int, rows: int = -1) -> Tuple[HiNMConfig, int]:
+    """(HiNMConfig, Kt). A plain N:M config (allowed when rows >= 0) is one tile of all rows keeping
+    every column."""
     cfg = parse_config(config)
+    if isinstance(cfg, NMConfig) and rows >= 0:
+        if cols % cfg.m:
+            raise ValueError(f"K={cols} is not a multiple of m={cfg.m} for the {cfg} pattern")
+        cfg = HiNMConfig(v=max(rows, 1), vec_density=1.0, n=cfg.n, m=cfg.m)
     if not isinstance(cfg, HiNMConfig):
         raise TypeError(f"expected a HiNM config, got {cfg}")
     return cfg, cfg.kept_columns(cols)
@@ -62,15 +69,20 @@ def hinm_mask(scores: Any, config: Union[str, HiNMConfig], row_perm: Any = None,
     col_order[t] (a permutation of range(K); ascending by default); then n:m along each row over
     consecutive groups of m kept columns (ties: lower position).
 
+    A single [K] col_order applies to every tile. A plain N:M config ('2:4') is one tile of all rows
+    keeping every column (K must be a multiple of m). NaN scores, or row_perm / col_order that are
+    not permutations, raise ValueError.
+
     Returns (mask, kept): a boolean [R, K] mask in original coordinates (caller's framework) and the
     kept columns [T, Kt] (int32) in each tile's order."""
     scores = as_array(scores, "scores")
     require_2d(scores, "scores")
     r, k = (int(s) for s in scores.shape)
-    cfg, kt = _resolve_hinm(config, k)
+    cfg, kt = _resolve_hinm(config, k, r)
     tiles = -(-r // cfg.v)
-    rp, co = _perm_arrays({"row_perm": row_perm, "col_orders": col_order}, r, k, tiles)
-    s = scores_f32(scores, (r, k))
+    single = col_order is not None and len(as_array(col_order, "col_order").shape) == 1
+    rp, co = _perm_arrays({"row_perm": row_perm, "col_perm" if single else "col_orders": col_order}, r, k, tiles)
+    s = scores_f32(scores.cpu() if is_cuda(scores) else scores, (r, k))
     mask = empty((r, k), "uint8", s)
     kept = empty((tiles, kt), "int32", s)
     _C.hinm_mask(s, cfg.v, kt, cfg.n, cfg.m, rp, co, mask, kept)
@@ -78,15 +90,21 @@ def hinm_mask(scores: Any, config: Union[str, HiNMConfig], row_perm: Any = None,
 
 
 def retained_saliency(scores: Any, mask: Any) -> float:
-    """Kept score / total score: the quality measure every search reports (1.0 for all-zero scores)."""
-    s = to_numpy(as_array(scores, "scores")).astype(np.float64)
-    k = to_numpy(as_array(mask, "mask")).astype(bool)
+    """Kept score / total score: the quality measure every search reports (1.0 for all-zero scores).
+    Sums are float64; NaN scores raise ValueError."""
+    scores = as_array(scores, "scores")
+    if is_torch(scores) and dtype_name(scores) == "bfloat16":  # to_numpy would give the raw bits
+        scores = scores.float()
+    s = to_numpy(scores)
+    k = to_numpy(as_array(mask, "mask")).astype(bool, copy=False)
     if s.shape != k.shape:
         raise ValueError(f"scores {s.shape} and mask {k.shape} differ in shape")
-    if np.isnan(s).any():
+    if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
+        raise TypeError(f"scores: dtype {s.dtype} is not numeric")
+    total = float(np.sum(s, dtype=np.float64))
+    if np.isnan(total):
         raise ValueError("scores contain NaN")
-    total = float(s.sum())
-    return float(s[k].sum()) / total if total != 0 else 1.0
+    return float(np.sum(s, where=k, dtype=np.float64)) / total if total != 0 else 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +112,9 @@ class HiNMTensor:
     """An [R, K] matrix stored in the HiNM format (see the module docstring).
 
     values [T·v, Kt·n/m] (weight dtype), indices [T·v, Kt·n/m] (uint8 in-group positions),
-    col_idx [T, Kt] (int32), row_perm [R] (int64)."""
+    col_idx [T, Kt] (int32), row_perm [R] (int64; identity when no permutation was given).
+    sptc_meta: sparse-tensor-core lane words for 2:4 / 1:2 (for the CUDA kernel), or None — not
+    produced yet: `compress` leaves it None until the metadata encoder is available."""
 
     values: Any
     indices: Any
@@ -102,6 +122,7 @@ class HiNMTensor:
     row_perm: Any
     shape: Tuple[int, int]
     config: HiNMConfig
+    sptc_meta: Any = None
 
     @property
     def v(self) -> int:
@@ -134,18 +155,34 @@ class HiNMTensor:
 
     @property
     def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in (self.values, self.indices, self.col_idx, self.row_perm)))
+        fields = (self.values, self.indices, self.col_idx, self.row_perm, self.sptc_meta)
+        return int(sum(a.nbytes for a in fields if a is not None))
 
     def _c_args(self):
         r, k = self.shape
-        return (contiguous(self.values), contiguous(self.indices), contiguous(self.col_idx),
-                contiguous(self.row_perm), r, k, self.v, self.kept_columns, self.n, self.m)
+
+        def cpu(a):  # the C++ core reads host memory; GPU-resident fields are copied for it
+            return contiguous(a.cpu() if is_cuda(a) else a)
+
+        return (cpu(self.values), cpu(self.indices), cpu(self.col_idx), cpu(self.row_perm), r, k, self.v,
+                self.kept_columns, self.n, self.m)
 
     def validate(self) -> None:
         """Raises ValueError unless every invariant holds (shapes, dtypes, index ranges, distinct
         columns per tile, row_perm a permutation, positions legal, padding zero)."""
-        r, k = self.shape
-        tiles, kt = -(-r // self.v), self.config.kept_columns(k)
+        if not isinstance(self.config, HiNMConfig):
+            raise ValueError(f"HiNMTensor: config must be a HiNMConfig, got {type(self.config).__name__}")
+        if (len(self.shape) != 2 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0
+                                        for d in self.shape)):
+            raise ValueError(f"HiNMTensor: shape must be two non-negative integers, got {self.shape!r}")
+        for name in ("values", "indices", "col_idx", "row_perm"):
+            if not hasattr(getattr(self, name), "shape"):
+                raise ValueError(f"HiNMTensor: {name} must be an array, got {type(getattr(self, name)).__name__}")
+        r, k = (int(d) for d in self.shape)
+        try:
+            tiles, kt = -(-r // self.v), self.config.kept_columns(k)
+        except ValueError as e:
+            raise ValueError(f"HiNMTensor: {e}") from None
         expect = {"values": (tiles * self.v, kt * self.n // self.m), "indices": (tiles * self.v, kt * self.n // self.m),
                   "col_idx": (tiles, kt), "row_perm": (r,)}
         for name, shape in expect.items():
@@ -158,12 +195,16 @@ class HiNMTensor:
         if self.dtype not in _WEIGHT_DTYPES:
             raise ValueError(f"HiNMTensor: values dtype {self.dtype} is not supported")
         _C.hinm_validate(*self._c_args())
+        if self.sptc_meta is not None and dtype_name(self.sptc_meta) not in ("uint32", "int32"):
+            raise ValueError(f"HiNMTensor: sptc_meta must hold 32-bit words, got {dtype_name(self.sptc_meta)}")
 
     def to_dense(self) -> Any:
-        """The masked weight [R, K] in original coordinates, bit-exact, in the framework of `values`."""
-        dense = empty(self.shape, self.dtype, self.values)
-        _C.hinm_decompress(*self._c_args(), dense)
-        return dense
+        """The masked weight [R, K] in original coordinates, bit-exact, in the framework (and device)
+        of `values`. A corrupted container raises ValueError."""
+        args = self._c_args()
+        dense = empty(self.shape, self.dtype, args[0])
+        _C.hinm_decompress(*args, dense)
+        return dense.to(self.values.device) if is_cuda(self.values) else dense
 
     def state_dict(self) -> dict:
         c = self.config
@@ -176,6 +217,7 @@ class HiNMTensor:
             "indices": self.indices,
             "col_idx": self.col_idx,
             "row_perm": self.row_perm,
+            **({} if self.sptc_meta is None else {"sptc_meta": self.sptc_meta}),
         }
 
     @classmethod
@@ -201,7 +243,8 @@ class HiNMTensor:
         t = cls(array_field(sd, "values", kind, (tiles * v, kc), _WEIGHT_DTYPES),
                 array_field(sd, "indices", kind, (tiles * v, kc), ("uint8",)),
                 array_field(sd, "col_idx", kind, (tiles, kt), ("int32",)),
-                array_field(sd, "row_perm", kind, (r,), ("int64",)), (r, k), cfg)
+                array_field(sd, "row_perm", kind, (r,), ("int64",)), (r, k), cfg,
+                None if sd.get("sptc_meta") is None else as_array(sd["sptc_meta"], "sptc_meta"))
         try:
             t.validate()
         except ValueError as e:

@@ -5,8 +5,20 @@ Both are frozen dataclasses, validated on construction, and parse from strings:
 
 from __future__ import annotations
 
+import numbers
+import operator
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
+
+
+def _int_field(owner: str, name: str, value: Any) -> int:
+    """value as a plain int (numpy integers welcome); bools and non-integers are a TypeError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{owner}: {name} must be an integer, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -17,8 +29,8 @@ class NMConfig:
     m: int = 4
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or not isinstance(self.m, int):
-            raise TypeError(f"NMConfig: n and m must be integers, got {self.n!r}:{self.m!r}")
+        object.__setattr__(self, "n", _int_field("NMConfig", "n", self.n))
+        object.__setattr__(self, "m", _int_field("NMConfig", "m", self.m))
         if not 2 <= self.m <= 256:
             raise ValueError(f"NMConfig: m must be in [2, 256], got {self.m}")
         if not 1 <= self.n < self.m:
@@ -57,10 +69,16 @@ class HiNMConfig:
     m: int = 4
 
     def __post_init__(self) -> None:
-        NMConfig(self.n, self.m)  # validates n, m
-        if not isinstance(self.v, int) or self.v < 1:
+        nm = NMConfig(self.n, self.m)  # validates n, m
+        object.__setattr__(self, "n", nm.n)
+        object.__setattr__(self, "m", nm.m)
+        object.__setattr__(self, "v", _int_field("HiNMConfig", "v", self.v))
+        if self.v < 1:
             raise ValueError(f"HiNMConfig: v must be a positive integer, got {self.v!r}")
-        if not (0.0 < float(self.vec_density) <= 1.0):
+        if isinstance(self.vec_density, bool) or not isinstance(self.vec_density, numbers.Real):
+            raise TypeError(f"HiNMConfig: vec_density must be a real number, got {self.vec_density!r}")
+        object.__setattr__(self, "vec_density", float(self.vec_density))
+        if not (0.0 < self.vec_density <= 1.0):  # also rejects NaN
             raise ValueError(f"HiNMConfig: vec_density must be in (0, 1], got {self.vec_density!r}")
 
     @property
@@ -76,8 +94,10 @@ class HiNMConfig:
         return 1.0 - self.density
 
     def kept_columns(self, k: int) -> int:
-        """Kt: columns each tile keeps for an input width k (a multiple of m, at least m)."""
-        kt = int(round(k * float(self.vec_density) / self.m)) * self.m
+        """Kt: columns each tile keeps for an input width k: round(k·vec_density/m)·m (Python's
+        round), at most k rounded down to a multiple of m, at least m (else ValueError)."""
+        k = _int_field("HiNMConfig.kept_columns", "k", k)
+        kt = int(round(k * self.vec_density / self.m)) * self.m
         kt = min(kt, k // self.m * self.m)
         if kt < self.m:
             raise ValueError(f"{self}: an input width of {k} keeps fewer than m={self.m} columns per tile")
