@@ -20,9 +20,24 @@ from ._arrays import (as_array, contiguous, dtype_name, empty, from_numpy, is_cu
 from ._state import array_field, int_tensor, int_vector
 from .nm import NMTensor, compress_nm
 from .pattern import HiNMConfig, NMConfig, parse_config
+from .sptc import sptc_metadata_from_positions
 
 HINM_FORMAT_VERSION = 1
 _WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "int8")
+# Patterns sparse tensor cores run, and the (rows, kept columns) multiples their metadata needs.
+_SPTC_RULES = {("float16", 2, 4): (32, 32), ("bfloat16", 2, 4): (32, 32), ("int8", 2, 4): (16, 64),
+               ("float32", 1, 2): (32, 16)}
+
+
+def _sptc_meta(indices: Any, dtype: str, n: int, m: int, kept: int) -> Any:
+    """Lane-layout metadata words (see hinm.sptc) of a HiNM container whose pattern and shape sparse
+    tensor cores run (2:4 for f16/bf16/int8, 1:2 for f32; slots and Kt in the required multiples),
+    else None. The words depend only on each slot row's positions, so tiles need no special case."""
+    rule = _SPTC_RULES.get((dtype, n, m))
+    slots = int(indices.shape[0])
+    if rule is None or slots == 0 or slots % rule[0] or kept % rule[1]:
+        return None
+    return sptc_metadata_from_positions(indices, dtype, kept, layout="lanes")
 
 
 def _index_array(x: Any, name: str, shape: Tuple[int, ...]) -> np.ndarray:
@@ -113,8 +128,9 @@ class HiNMTensor:
 
     values [T·v, Kt·n/m] (weight dtype), indices [T·v, Kt·n/m] (uint8 in-group positions),
     col_idx [T, Kt] (int32), row_perm [R] (int64; identity when no permutation was given).
-    sptc_meta: sparse-tensor-core lane words for 2:4 / 1:2 (for the CUDA kernel), or None — not
-    produced yet: `compress` leaves it None until the metadata encoder is available."""
+    sptc_meta: sparse-tensor-core metadata of (values, indices) in the `hinm.sptc` "lanes" layout
+    (uint32 [words/32, 32]) when the pattern and shape allow it (2:4 for float16/bfloat16/int8, 1:2
+    for float32; T·v a multiple of 32 (int8: 16) and Kt of 32 (float32: 16, int8: 64)), else None."""
 
     values: Any
     indices: Any
@@ -178,6 +194,8 @@ class HiNMTensor:
         for name in ("values", "indices", "col_idx", "row_perm"):
             if not hasattr(getattr(self, name), "shape"):
                 raise ValueError(f"HiNMTensor: {name} must be an array, got {type(getattr(self, name)).__name__}")
+        if self.sptc_meta is not None and not hasattr(self.sptc_meta, "shape"):
+            raise ValueError(f"HiNMTensor: sptc_meta must be an array, got {type(self.sptc_meta).__name__}")
         r, k = (int(d) for d in self.shape)
         try:
             tiles, kt = -(-r // self.v), self.config.kept_columns(k)
@@ -194,9 +212,20 @@ class HiNMTensor:
                 raise ValueError(f"HiNMTensor: {name} must be {dt}, got {dtype_name(getattr(self, name))}")
         if self.dtype not in _WEIGHT_DTYPES:
             raise ValueError(f"HiNMTensor: values dtype {self.dtype} is not supported")
-        _C.hinm_validate(*self._c_args())
-        if self.sptc_meta is not None and dtype_name(self.sptc_meta) not in ("uint32", "int32"):
-            raise ValueError(f"HiNMTensor: sptc_meta must hold 32-bit words, got {dtype_name(self.sptc_meta)}")
+        args = self._c_args()
+        _C.hinm_validate(*args)
+        if self.sptc_meta is not None:
+            expect = _sptc_meta(args[1], self.dtype, self.n, self.m, kt)
+            if expect is None:
+                raise ValueError(f"HiNMTensor: sptc_meta is set, but {self.config} with {self.dtype} values of "
+                                 f"shape {tuple(self.values.shape)} has no sparse-tensor-core metadata")
+            got = to_numpy(self.sptc_meta.cpu() if is_cuda(self.sptc_meta) else self.sptc_meta)
+            if got.shape != tuple(expect.shape) or dtype_name(got) != "uint32":
+                raise ValueError(f"HiNMTensor: sptc_meta must be uint32 {tuple(expect.shape)}, got "
+                                 f"{dtype_name(got)} {got.shape}")
+            bad = np.flatnonzero(got.reshape(-1) != to_numpy(expect).reshape(-1))
+            if bad.size:
+                raise ValueError(f"HiNMTensor: sptc_meta word {int(bad[0])} does not match the positions")
 
     def to_dense(self) -> Any:
         """The masked weight [R, K] in original coordinates, bit-exact, in the framework (and device)
@@ -285,4 +314,5 @@ def compress(weight: Any, config: Union[str, NMConfig, HiNMConfig], perm: Any = 
     col_idx = empty((tiles, kt), "int32", weight)
     row_perm = np.arange(r, dtype=np.int64) if rp is None else rp
     _C.hinm_compress(weight, s, cfg.v, kt, cfg.n, cfg.m, row_perm, co, values, indices, col_idx)
-    return HiNMTensor(values, indices, col_idx, from_numpy(row_perm, weight), (r, k), cfg)
+    meta = _sptc_meta(indices, dtype_name(weight), cfg.n, cfg.m, kt)
+    return HiNMTensor(values, indices, col_idx, from_numpy(row_perm, weight), (r, k), cfg, meta)

@@ -430,19 +430,62 @@ def test_missing_key_is_rejected(rng, key):
         hinm.HiNMTensor.from_state_dict(sd)
 
 
-def test_state_dict_roundtrip_keeps_sptc_meta_and_rejects_non_mappings(rng):
-    h = hinm.HiNMTensor.from_state_dict(_valid_sd(rng))
-    assert int(h.state_dict()["format_version"][0]) == hinm.hinm_format.HINM_FORMAT_VERSION
-    words = np.arange(8, dtype=np.uint32)
-    sd = dict(h.state_dict(), sptc_meta=words)
-    back = hinm.HiNMTensor.from_state_dict(sd)
-    np.testing.assert_array_equal(back.sptc_meta, words)
-    np.testing.assert_array_equal(back.to_dense(), h.to_dense())
-    assert back.nbytes == h.nbytes + words.nbytes
+def _lanes_reference(h):
+    """Metadata by an independent route: rebuild each slot row in the compressed (kept-column)
+    domain and let hinm.sptc_compress encode it."""
+    slots, kc = h.values.shape
+    kt = kc // h.n * h.m
+    dense = np.zeros((slots, kt), h.values.dtype)
+    groups = np.arange(kc) // h.n * h.m
+    np.put_along_axis(dense, groups + h.indices.astype(np.int64), h.values, axis=1)
+    return hinm.sptc_compress(dense, layout="lanes")[1]
+
+
+@pytest.mark.parametrize("dtype,pattern,shape,has_meta", [
+    ("float16", (2, 4), (64, 64), True), ("int8", (2, 4), (48, 256), True), ("float32", (1, 2), (64, 64), True),
+    ("float32", (2, 4), (64, 64), False), ("float16", (2, 4), (40, 64), False), ("float16", (2, 4), (64, 48), False),
+])
+def test_sptc_meta(rng, dtype, pattern, shape, has_meta):
+    w = (rng.standard_normal(shape) * 20 + 0.5).astype(dtype)
+    w[w == 0] = 1  # no zero weights: the encoder's choice for empty chunks is torch's, not ours
+    cfg = hinm.HiNMConfig(16, 0.5, *pattern)
+    rp, co = random_perms(rng, shape[0], shape[1], 16)
+    h = hinm.compress(w, cfg, perm={"row_perm": rp, "col_orders": co})
+    if not has_meta:
+        assert h.sptc_meta is None
+        return
+    assert h.sptc_meta.dtype == np.uint32
+    np.testing.assert_array_equal(h.sptc_meta, _lanes_reference(h))
+    back = hinm.HiNMTensor.from_state_dict(h.state_dict())
+    np.testing.assert_array_equal(back.sptc_meta, h.sptc_meta)
+    bad = h.sptc_meta.copy()
+    bad.reshape(-1)[5] ^= 0x4
+    with pytest.raises(ValueError, match="sptc_meta word 5"):
+        hinm.HiNMTensor.from_state_dict(dict(h.state_dict(), sptc_meta=bad))
     with pytest.raises(ValueError, match="sptc_meta"):
-        hinm.HiNMTensor.from_state_dict(dict(sd, sptc_meta=words.astype(np.float32)))
+        hinm.HiNMTensor.from_state_dict(dict(h.state_dict(), sptc_meta=h.sptc_meta.astype(np.int64)))
+    with pytest.raises(ValueError, match="sptc_meta"):
+        hinm.HiNMTensor.from_state_dict(dict(h.state_dict(), sptc_meta=h.sptc_meta[:-1]))
+
+
+def test_sptc_meta_on_unsupported_shape_is_rejected(rng):
+    sd = _valid_sd(rng)  # float32 2:4: no tensor-core metadata
+    assert "sptc_meta" not in sd
+    with pytest.raises(ValueError, match="sptc_meta"):
+        hinm.HiNMTensor.from_state_dict(dict(sd, sptc_meta=np.zeros((1, 32), np.uint32)))
     with pytest.raises(TypeError):
         hinm.HiNMTensor.from_state_dict([1, 2])
+
+
+@needs_torch
+def test_sptc_meta_torch_bfloat16(rng):
+    import torch
+
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float32).to(torch.bfloat16)
+    h = hinm.compress(w, "hinm:v32:0.5:2:4")
+    assert h.sptc_meta is not None and h.sptc_meta.dtype == torch.uint32
+    back = hinm.HiNMTensor.from_state_dict(h.state_dict())
+    assert torch.equal(back.to_dense(), h.to_dense())
 
 
 def test_validate_names_the_bad_field(rng):
