@@ -401,3 +401,22 @@ def test_finalized_hinm_weights_compress_exactly(cfg):
         assert torch.equal(mat != 0, T.weight_matrix(masks[name]))      # no exact zeros in these weights
         assert (mat != 0).sum(1).tolist() == [config.kept_columns(mat.shape[1]) * config.n // config.m] * len(mat)
         assert torch.equal(compressed[name].to_dense(), mat)
+
+
+def test_corrupt_state_dicts_raise():
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD(mlp(gen).parameters(), lr=0.1)
+    rec = T.SRSTE(opt, "hinm:v4:0.5:2:4")
+    good = rec.state_dict()
+    for field, key, bad in [("masks", "param0", torch.zeros(3, 3, dtype=torch.bool)),
+                            ("kept", "param0", torch.zeros(2, 8, dtype=torch.int64)),
+                            ("dense", "param0", None)]:
+        state = {**good, field: {**good[field], key: bad}}
+        if bad is None:
+            del state[field][key]
+        with pytest.raises(ValueError, match=field):
+            rec.load_state_dict(state)
+    with pytest.raises(ValueError, match="version"):
+        rec.load_state_dict({"version": 99})
+    with pytest.raises(ValueError, match="bad step"):
+        rec.load_state_dict({**good, "step": -1})

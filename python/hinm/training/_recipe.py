@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ._attach import LayerFilter, ModuleTarget, SwapTarget, select_modules, select_params
 from ..hinm_format import compress
 from ..pattern import HiNMConfig, parse_config
+from ._attach import LayerFilter, ModuleTarget, SwapTarget, select_modules, select_params
 from ._masks import check_layer, compress_scores, layer_mask, weight_matrix
 from .schedules import Phases
 
@@ -171,15 +171,18 @@ class SparseRecipe:
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"state dict: bad step {step!r}")
         masks = [self._state_tensor(state, "masks", t, torch.bool) for t in self._targets]
+        if self.phases.at(step)[0] is not None and any(m is None for m in masks):
+            raise ValueError("state dict: masks are missing for a sparse step")
         kept = [self._kept_from_state(state, t) for t in self._targets]
-        if self._via_optimizer:
-            for t in self._targets:
-                t.dense.copy_(self._state_tensor(state, "dense", t, t.dense.dtype))
+        dense = [self._state_tensor(state, "dense", t, t.dense.dtype) for t in self._targets] \
+            if self._via_optimizer else []
+        if any(d is None for d in dense):
+            raise ValueError("state dict: the dense weights of an optimizer-attached recipe are missing")
+        for t, d in zip(self._targets, dense):
+            t.dense.copy_(d)
         self._step, self._mask_pattern = step, state.get("mask_pattern")
         self._masks = masks if all(m is not None for m in masks) else [None] * len(self._targets)
         self._kept = kept
-        if self.phases.at(step)[0] is not None and self._masks[0] is None:
-            raise ValueError("state dict: masks are missing for a sparse step")
         self._push()
 
     def _state_tensor(self, state, field: str, target, dtype) -> Optional[torch.Tensor]:
