@@ -10,6 +10,8 @@ from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency
 from .nm import NMTensor, compress_nm, nm_mask
 from .ops import linear, spmm
 from .pattern import HiNMConfig, NMConfig, parse_config
+from .permute import (PermutationResult, balanced_kmeans, linear_sum_assignment, permutation_retained,
+                      search_permutation)
 from .sptc import (from_semi_structured, sptc_compress, sptc_convert_layout, sptc_decompress, sptc_from_torch,
                    sptc_metadata_from_positions, sptc_metadata_shape, sptc_to_torch, to_semi_structured)
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
@@ -69,4 +71,5 @@ __all__ = [
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
     "sparsify_", "SparsifyReport", "HiNMLinear", "save", "load",
+    "search_permutation", "PermutationResult", "permutation_retained", "linear_sum_assignment", "balanced_kmeans",
 ]

@@ -1,0 +1,61 @@
+// Permutation search for HiNM and plain N:M masks (gyro-permutation and baselines).
+//
+// The objective is the HiNM retained saliency of the mask defined in hinm_mask.hpp: tile t holds
+// the original rows row_perm[t*v:(t+1)*v]; it keeps the Kt columns with the largest score sum
+// (float64, summed in slot order; ties: lower column index), lists them in the order they appear
+// in col_order[t], and keeps the n largest scores of every m consecutive kept columns per row.
+// Plain N:M is one tile of all rows keeping every column.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "hinm/matrix.hpp"
+#include "hinm/pattern.hpp"
+
+namespace hinm {
+
+enum class PermuteMethod { identity, random, channel_swap, gyro };
+
+// Parses "identity" | "random" | "channel_swap" | "gyro"; throws std::invalid_argument otherwise.
+PermuteMethod parse_permute_method(const std::string& name);
+
+struct PermuteOptions {
+  PermuteMethod method = PermuteMethod::gyro;
+  uint64_t seed = 0;
+  double time_budget = -1;                     // seconds; < 0 = none (checked between iterations)
+  std::vector<int> schedule{8, 1, 4, 1, 2, 1, 1};  // OCP samples per tile, coarse to fine
+  int ocp_fail_limit = 2;   // OCP: consecutive non-improving steps ending one schedule entry
+  int icp_fail_limit = 3;   // ICP: non-improving assignment steps ending a tile's search
+  int refine_rounds = 8;    // gyro: max rounds of (rows -> tiles assignment, column swaps)
+  bool window_search = true;  // channel_swap / gyro on plain N:M: exhaustive pairs of groups
+  // Called on the calling thread after every stage step: (stage, step, retained saliency).
+  std::function<void(const std::string&, int64_t, double)> progress;
+};
+
+struct PermuteHistoryEntry {
+  std::string stage;
+  double retained = 0;
+  double seconds = 0;
+};
+
+struct PermuteResult {
+  std::vector<int64_t> row_perm;    // [R]
+  std::vector<int64_t> col_orders;  // [T, K] row-major, each row a permutation of range(K)
+  double retained = 0;              // HiNM retained saliency (sum of kept scores)
+  std::vector<PermuteHistoryEntry> history;  // retained is non-decreasing along it
+};
+
+// scores: float32/float64 [R, K], finite and >= 0 not required (NaN rejected). v rows per tile
+// (v >= R: one tile), kept = Kt (multiple of m, m <= Kt <= K).
+PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern,
+                                 const PermuteOptions& options);
+
+// HiNM retained saliency of (row_perm, col_orders) by the definition above (col_orders may be
+// empty = ascending in every tile). Used by the search and by tests.
+double hinm_retained(const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern,
+                     const std::vector<int64_t>& row_perm, const std::vector<int64_t>& col_orders);
+
+}  // namespace hinm

@@ -1,0 +1,185 @@
+#include "hinm/permute_lap.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace hinm {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Crouse's shortest augmenting path from row `i` (scipy's rectangular_lsap). nr <= nc.
+struct Lsap {
+  int64_t nr, nc;
+  const std::vector<double>& c;
+  std::vector<double> u, v, spc;
+  std::vector<int64_t> path, col4row, row4col, remaining;
+  std::vector<char> sr, sc;
+
+  Lsap(const std::vector<double>& cost, int64_t r, int64_t cc)
+      : nr(r), nc(cc), c(cost), u(r, 0), v(cc, 0), spc(cc), path(cc, -1), col4row(r, -1), row4col(cc, -1),
+        remaining(cc), sr(r), sc(cc) {}
+
+  int64_t augment(int64_t i, double& min_val) {
+    min_val = 0;
+    int64_t num_remaining = nc;
+    // Reverse order so that ties favour the lower column index, as scipy does.
+    for (int64_t it = 0; it < nc; ++it) remaining[it] = nc - it - 1;
+    std::fill(sr.begin(), sr.end(), 0);
+    std::fill(sc.begin(), sc.end(), 0);
+    std::fill(spc.begin(), spc.end(), kInf);
+    int64_t sink = -1;
+    while (sink == -1) {
+      int64_t index = -1;
+      double lowest = kInf;
+      sr[i] = 1;
+      const double* ci = c.data() + i * nc;
+      for (int64_t it = 0; it < num_remaining; ++it) {
+        const int64_t j = remaining[it];
+        const double r = min_val + ci[j] - u[i] - v[j];
+        if (r < spc[j]) { path[j] = i; spc[j] = r; }
+        if (spc[j] < lowest || (spc[j] == lowest && row4col[j] == -1)) { lowest = spc[j]; index = it; }
+      }
+      min_val = lowest;
+      if (min_val == kInf) return -1;
+      const int64_t j = remaining[index];
+      if (row4col[j] == -1) sink = j; else i = row4col[j];
+      sc[j] = 1;
+      remaining[index] = remaining[--num_remaining];
+    }
+    return sink;
+  }
+
+  void solve() {
+    for (int64_t cur = 0; cur < nr; ++cur) {
+      double min_val;
+      const int64_t sink = augment(cur, min_val);
+      if (sink < 0) throw std::runtime_error("linear_assignment: cost matrix is infeasible");
+      u[cur] += min_val;
+      for (int64_t i = 0; i < nr; ++i)
+        if (sr[i] && i != cur) u[i] += min_val - spc[col4row[i]];
+      for (int64_t j = 0; j < nc; ++j)
+        if (sc[j]) v[j] -= min_val - spc[j];
+      int64_t j = sink;
+      while (true) {
+        const int64_t i = path[j];
+        row4col[j] = i;
+        std::swap(col4row[i], j);
+        if (i == cur) break;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t cols, bool maximize) {
+  if (rows < 0 || cols < 0) throw std::invalid_argument("linear_assignment: negative shape");
+  std::vector<int64_t> out(rows, -1);
+  if (rows == 0 || cols == 0) return out;
+  const bool transpose = rows > cols;
+  const int64_t nr = transpose ? cols : rows, nc = transpose ? rows : cols;
+  std::vector<double> c(nr * nc);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double x = cost[i * cols + j];
+      if (std::isnan(x) || x == (maximize ? kInf : -kInf))
+        throw std::invalid_argument("linear_assignment: cost matrix contains NaN or " +
+                                    std::string(maximize ? "+inf" : "-inf") + " at (" + std::to_string(i) +
+                                    ", " + std::to_string(j) + ")");
+      c[transpose ? j * nc + i : i * nc + j] = maximize ? -x : x;
+    }
+  // Shift so every entry is >= 0 (keeps the path costs well conditioned for large values).
+  double lo = kInf;
+  for (double x : c) if (x < lo) lo = x;
+  if (std::isfinite(lo)) for (double& x : c) x -= lo;
+  Lsap lsap(c, nr, nc);
+  lsap.solve();
+  if (!transpose) {
+    for (int64_t i = 0; i < nr; ++i) out[i] = lsap.col4row[i];
+  } else {
+    for (int64_t i = 0; i < nr; ++i) out[lsap.col4row[i]] = i;
+  }
+  return out;
+}
+
+std::vector<int32_t> capacitated_assignment(const double* cost, int64_t rows, int64_t bins,
+                                            const std::vector<int64_t>& capacity) {
+  if (int64_t(capacity.size()) != bins) throw std::invalid_argument("capacitated_assignment: capacity size != bins");
+  int64_t total = 0;
+  for (int64_t c : capacity) {
+    if (c < 0) throw std::invalid_argument("capacitated_assignment: negative capacity");
+    total += c;
+  }
+  if (total != rows)
+    throw std::invalid_argument("capacitated_assignment: capacities sum to " + std::to_string(total) + ", rows = " +
+                                std::to_string(rows));
+  std::vector<int32_t> bin_of(rows, -1);
+  std::vector<std::vector<int64_t>> members(bins);
+  // w[a*bins+b] = cheapest cost of moving one member of bin a to bin b, through row arg[a*bins+b].
+  std::vector<double> w(bins * bins, kInf), pot(bins, 0), dist(bins);
+  std::vector<int64_t> arg(bins * bins, -1), pred(bins);
+  std::vector<char> done(bins);
+  auto refresh = [&](int64_t a) {
+    for (int64_t b = 0; b < bins; ++b) { w[a * bins + b] = kInf; arg[a * bins + b] = -1; }
+    for (int64_t r : members[a]) {
+      const double* cr = cost + r * bins;
+      for (int64_t b = 0; b < bins; ++b) {
+        if (b == a) continue;
+        const double d = cr[b] - cr[a];
+        if (d < w[a * bins + b]) { w[a * bins + b] = d; arg[a * bins + b] = r; }
+      }
+    }
+  };
+  for (int64_t i0 = 0; i0 < rows; ++i0) {
+    const double* ci = cost + i0 * bins;
+    for (int64_t b = 0; b < bins; ++b) {
+      if (std::isnan(ci[b])) throw std::invalid_argument("capacitated_assignment: NaN cost");
+      dist[b] = ci[b] - pot[b];  // reduced distance from the new item
+      pred[b] = -1;
+      done[b] = 0;
+    }
+    // Dense Dijkstra over bins on reduced costs (non-negative between bins).
+    for (int64_t step = 0; step < bins; ++step) {
+      int64_t a = -1;
+      for (int64_t b = 0; b < bins; ++b)
+        if (!done[b] && (a < 0 || dist[b] < dist[a])) a = b;
+      done[a] = 1;
+      if (members[a].empty()) continue;
+      for (int64_t b = 0; b < bins; ++b) {
+        if (done[b] || arg[a * bins + b] < 0) continue;
+        const double nd = dist[a] + w[a * bins + b] + pot[a] - pot[b];
+        if (nd < dist[b]) { dist[b] = nd; pred[b] = a; }
+      }
+    }
+    int64_t sink = -1;
+    double best = kInf;
+    for (int64_t b = 0; b < bins; ++b) {
+      const double d = dist[b] + pot[b];
+      if (int64_t(members[b].size()) < capacity[b] && (sink < 0 || d < best)) { best = d; sink = b; }
+    }
+    for (int64_t b = 0; b < bins; ++b) pot[b] += dist[b];
+    // Walk the path back: each bin on it passes one member to the next bin.
+    std::vector<int64_t> touched;
+    int64_t b = sink;
+    while (true) {
+      touched.push_back(b);
+      const int64_t a = pred[b];
+      if (a < 0) { members[b].push_back(i0); bin_of[i0] = int32_t(b); break; }
+      const int64_t r = arg[a * bins + b];
+      auto& ma = members[a];
+      ma.erase(std::find(ma.begin(), ma.end(), r));
+      members[b].push_back(r);
+      bin_of[r] = int32_t(b);
+      b = a;
+    }
+    for (int64_t t : touched) refresh(t);
+  }
+  return bin_of;
+}
+
+}  // namespace hinm

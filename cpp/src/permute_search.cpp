@@ -1,0 +1,392 @@
+// The permutation search driver: baselines, output-channel permutation (OCP), per-tile
+// input-channel permutation (ICP) and the rows -> tiles refinement of the gyro method.
+#include "hinm/permute_search.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "hinm/parallel.hpp"
+#include "hinm/permute_kmeans.hpp"
+#include "hinm/permute_lap.hpp"
+#include "hinm/permute_rng.hpp"
+#include "permute_tile.hpp"
+
+namespace hinm {
+
+using permute::Deadline;
+using permute::Problem;
+
+PermuteMethod parse_permute_method(const std::string& name) {
+  if (name == "identity") return PermuteMethod::identity;
+  if (name == "random") return PermuteMethod::random;
+  if (name == "channel_swap") return PermuteMethod::channel_swap;
+  if (name == "gyro") return PermuteMethod::gyro;
+  throw std::invalid_argument("method: expected 'gyro', 'channel_swap', 'random' or 'identity', got '" + name + "'");
+}
+
+namespace {
+
+// Scores as contiguous float64 (NaN / inf rejected).
+std::vector<double> scores_f64(const Matrix& scores) {
+  if (scores.dtype != DType::f32 && scores.dtype != DType::f64)
+    throw std::invalid_argument(std::string("scores: expected float32 or float64, got ") + dtype_name(scores.dtype));
+  require(scores, "scores", scores.dtype);
+  std::vector<double> s(scores.rows * scores.cols);
+  for (int64_t r = 0; r < scores.rows; ++r)
+    for (int64_t c = 0; c < scores.cols; ++c) {
+      const double x = scores.dtype == DType::f32 ? double(scores.row<const float>(r)[c])
+                                                  : scores.row<const double>(r)[c];
+      if (!std::isfinite(x))
+        throw std::invalid_argument("scores contains NaN or inf (first at row " + std::to_string(r) + ", column " +
+                                    std::to_string(c) + ")");
+      s[r * scores.cols + c] = x;
+    }
+  return s;
+}
+
+Problem make_problem(const std::vector<double>& s, const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern) {
+  pattern.validate();
+  if (scores.rows < 1 || scores.cols < 1) throw std::invalid_argument("scores: empty matrix");
+  if (v < 1) throw std::invalid_argument("v: rows per tile must be >= 1, got " + std::to_string(v));
+  if (kept < pattern.m || kept > scores.cols || kept % pattern.m != 0)
+    throw std::invalid_argument("kept: need m <= Kt <= K and Kt % m == 0, got Kt=" + std::to_string(kept) + ", K=" +
+                                std::to_string(scores.cols) + ", m=" + std::to_string(pattern.m));
+  Problem p;
+  p.s = s.data();
+  p.R = scores.rows;
+  p.K = scores.cols;
+  p.v = std::min<int64_t>(v, scores.rows);
+  p.Kt = kept;
+  p.n = pattern.n;
+  p.m = pattern.m;
+  return p;
+}
+
+// The search state: slot -> row, and per tile its kept columns in order and its retained value.
+struct State {
+  std::vector<int64_t> slots;
+  std::vector<std::vector<int32_t>> order;
+  std::vector<double> value;
+
+  double total() const {
+    double s = 0;
+    for (double x : value) s += x;
+    return s;
+  }
+};
+
+const int64_t* tile_ptr(const Problem& p, const State& st, int64_t t) { return st.slots.data() + t * p.v; }
+
+// Kept columns of tile t after a membership change: columns still kept keep their positions,
+// entering columns (ascending) take the positions of the leaving ones (ascending).
+std::vector<int32_t> adapt_order(const Problem& p, const State& st, int64_t t, const std::vector<int32_t>& old) {
+  std::vector<int32_t> kept = permute::kept_columns(p, tile_ptr(p, st, t), p.tile_rows(t));
+  if (old.empty()) return kept;
+  std::vector<char> is_kept(p.K, 0), was_kept(p.K, 0);
+  for (int32_t c : kept) is_kept[c] = 1;
+  for (int32_t c : old) was_kept[c] = 1;
+  std::vector<int32_t> entering;
+  for (int32_t c : kept) if (!was_kept[c]) entering.push_back(c);
+  std::vector<int32_t> out(old);
+  size_t e = 0;
+  for (auto& c : out) if (!is_kept[c]) c = entering[e++];
+  return out;
+}
+
+void reset_tile(const Problem& p, State& st, int64_t t, bool keep_order) {
+  st.order[t] = adapt_order(p, st, t, keep_order ? st.order[t] : std::vector<int32_t>{});
+  st.value[t] = permute::tile_retained(p, tile_ptr(p, st, t), p.tile_rows(t), st.order[t].data());
+}
+
+State initial_state(const Problem& p, std::vector<int64_t> slots) {
+  State st;
+  st.slots = std::move(slots);
+  st.order.resize(p.tiles());
+  st.value.resize(p.tiles());
+  parallel_for(p.tiles(), 1, [&](int64_t a, int64_t b) { for (int64_t t = a; t < b; ++t) reset_tile(p, st, t, false); });
+  return st;
+}
+
+std::vector<int64_t> identity(int64_t n) {
+  std::vector<int64_t> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+struct Search {
+  const Problem& p;
+  const PermuteOptions& opt;
+  Deadline dl;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  std::vector<PermuteHistoryEntry> history;
+
+  void record(const std::string& stage, int64_t step, double retained) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    history.push_back({stage, retained, secs});
+    if (opt.progress) opt.progress(stage, step, retained);
+  }
+  double eps(double total) const { return 1e-12 * std::max(1.0, std::fabs(total)); }
+
+  // Vector-pruning cost of a tile whose column sums are `sum`: what the top-Kt columns leave out.
+  double pruned(std::vector<double>& sum) const {
+    double all = 0;
+    for (double x : sum) all += x;
+    if (p.Kt < p.K) std::nth_element(sum.begin(), sum.begin() + p.Kt, sum.end(), std::greater<double>());
+    double kept = 0;
+    for (int64_t c = 0; c < p.Kt; ++c) kept += sum[c];
+    return all - kept;
+  }
+
+  // One OCP step with ne sampled rows per tile: clusters of sampled rows are reassigned to tiles
+  // by a T x T assignment at minimum vector-pruning cost; accepted if the retained saliency grows.
+  bool ocp_step(State& st, int ne, uint64_t step) {
+    const int64_t T = p.tiles();
+    // Sampled slot positions: ne distinct slots per tile.
+    std::vector<int64_t> sample(T * ne);
+    SplitMix64 rng = SplitMix64::stream(opt.seed, 0x0c9, step);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<int64_t> local = identity(p.tile_rows(t));
+      for (int k = 0; k < ne; ++k) std::swap(local[k], local[k + rng.below(int64_t(local.size()) - k)]);
+      std::sort(local.begin(), local.begin() + ne);
+      for (int k = 0; k < ne; ++k) sample[t * ne + k] = t * p.v + local[k];
+    }
+    // Clusters of ne sampled rows (cluster j = tile j's own samples when ne == 1).
+    std::vector<std::vector<int64_t>> cluster(T);
+    if (ne > 1) {
+      std::vector<double> pts(T * ne * p.K);
+      for (int64_t i = 0; i < T * ne; ++i)
+        std::copy(p.row(st.slots[sample[i]]), p.row(st.slots[sample[i]]) + p.K, pts.begin() + i * p.K);
+      const auto label = balanced_kmeans(pts.data(), T, ne, p.K, opt.seed ^ (step * 0x9E3779B97F4A7C15ull));
+      for (int64_t i = 0; i < T * ne; ++i) cluster[label[i]].push_back(st.slots[sample[i]]);
+    } else {
+      for (int64_t t = 0; t < T; ++t) cluster[t].push_back(st.slots[sample[t]]);
+    }
+    std::vector<double> rem(T * p.K, 0.0), ext(T * p.K, 0.0), cost(T * T);
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      for (int64_t t = a; t < b; ++t) {
+        double* rt = rem.data() + t * p.K;
+        double* et = ext.data() + t * p.K;
+        const int64_t* rows = tile_ptr(p, st, t);
+        std::vector<char> sampled(p.tile_rows(t), 0);
+        for (int k = 0; k < ne; ++k) sampled[sample[t * ne + k] - t * p.v] = 1;
+        for (int64_t i = 0; i < p.tile_rows(t); ++i)
+          if (!sampled[i]) for (int64_t c = 0; c < p.K; ++c) rt[c] += p.row(rows[i])[c];
+        for (int64_t r : cluster[t]) for (int64_t c = 0; c < p.K; ++c) et[c] += p.row(r)[c];
+      }
+    });
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      std::vector<double> sum(p.K);
+      for (int64_t i = a; i < b; ++i)
+        for (int64_t j = 0; j < T; ++j) {
+          for (int64_t c = 0; c < p.K; ++c) sum[c] = rem[i * p.K + c] + ext[j * p.K + c];
+          cost[i * T + j] = pruned(sum);
+        }
+    });
+    const auto asg = linear_assignment(cost.data(), T, T);
+    State next = st;
+    std::vector<char> changed(T, 0);
+    for (int64_t t = 0; t < T; ++t) {
+      const auto& rows = cluster[asg[t]];
+      for (int k = 0; k < ne; ++k) {
+        if (next.slots[sample[t * ne + k]] != rows[k]) changed[t] = 1;
+        next.slots[sample[t * ne + k]] = rows[k];
+      }
+    }
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      for (int64_t t = a; t < b; ++t) if (changed[t]) reset_tile(p, next, t, false);
+    });
+    const double before = st.total(), after = next.total();
+    if (!(after > before + eps(before))) return false;
+    st = std::move(next);
+    return true;
+  }
+
+  void ocp(State& st) {
+    const int64_t T = p.tiles();
+    if (T < 2) return;
+    int64_t min_rows = p.v;
+    for (int64_t t = 0; t < T; ++t) min_rows = std::min(min_rows, p.tile_rows(t));
+    uint64_t step = 0;
+    for (int ne_req : opt.schedule) {
+      const int ne = int(std::min<int64_t>(std::max(ne_req, 1), min_rows));
+      for (int fails = 0; fails < opt.ocp_fail_limit && !dl.expired(); ++step) {
+        if (ocp_step(st, ne, step)) record("ocp", int64_t(step), st.total()); else ++fails;
+      }
+    }
+    record("ocp", int64_t(step), st.total());
+  }
+
+  // ICP of every tile: assignment stage (official), then pairwise swaps (and windows for N:M).
+  void icp(State& st, bool assignment, bool window, const std::vector<char>* only = nullptr, uint64_t round = 0) {
+    const int64_t T = p.tiles();
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      for (int64_t t = a; t < b; ++t) {
+        if (only && !(*only)[t]) continue;
+        permute::TileIcp tile(p, tile_ptr(p, st, t), p.tile_rows(t), st.order[t]);
+        if (assignment) tile.assignment_stage(SplitMix64::stream(opt.seed, 0x1c9, t, round).next(), opt.icp_fail_limit, dl);
+        tile.swap_stage(dl);
+        if (window) { tile.window_stage(dl); tile.swap_stage(dl); }
+        auto order = tile.order();
+        const double value = permute::tile_retained(p, tile_ptr(p, st, t), p.tile_rows(t), order.data());
+        if (value >= st.value[t]) { st.order[t] = std::move(order); st.value[t] = value; }
+      }
+    });
+  }
+
+  // Rows -> tiles: every row's retained saliency under every tile's current structure (kept
+  // columns in order), then a capacitated assignment; the changed tiles get new kept sets and a
+  // fresh ICP. Accepted if the total grows.
+  bool refine_step(State& st, uint64_t round) {
+    const int64_t T = p.tiles();
+    std::vector<double> cost(p.R * T);
+    parallel_for(p.R, 32, [&](int64_t a, int64_t b) {
+      std::vector<double> g(p.m);
+      for (int64_t r = a; r < b; ++r)
+        for (int64_t t = 0; t < T; ++t) {
+          double s = 0;
+          const int32_t* ord = st.order[t].data();
+          for (int64_t q = 0; q < p.Kt; q += p.m) {
+            for (int j = 0; j < p.m; ++j) g[j] = p.row(r)[ord[q + j]];
+            s += permute::topn_sum(g.data(), p.m, p.n);
+          }
+          cost[r * T + t] = -s;
+        }
+    });
+    std::vector<int64_t> cap(T);
+    for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
+    const auto bin = capacitated_assignment(cost.data(), p.R, T, cap);
+    State next = st;
+    std::vector<char> changed(T, 0);
+    std::vector<std::vector<int64_t>> incoming(T);
+    std::vector<int64_t> tile_of(p.R);
+    for (int64_t s = 0; s < p.R; ++s) tile_of[st.slots[s]] = s / p.v;
+    for (int64_t r = 0; r < p.R; ++r) if (bin[r] != tile_of[r]) incoming[bin[r]].push_back(r);
+    for (int64_t t = 0; t < T; ++t) {
+      size_t k = 0;
+      for (int64_t s = t * p.v; s < t * p.v + p.tile_rows(t); ++s)
+        if (bin[st.slots[s]] != t) { next.slots[s] = incoming[t][k++]; changed[t] = 1; }
+    }
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      for (int64_t t = a; t < b; ++t) if (changed[t]) reset_tile(p, next, t, true);
+    });
+    icp(next, false, false, &changed, round);
+    const double before = st.total(), after = next.total();
+    if (!(after > before + eps(before))) return false;
+    st = std::move(next);
+    return true;
+  }
+
+  PermuteResult finish(const State& st, double retained) {
+    PermuteResult res;
+    res.row_perm = st.slots;
+    const int64_t T = p.tiles();
+    res.col_orders.resize(T * p.K);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<char> in(p.K, 0);
+      int64_t* out = res.col_orders.data() + t * p.K;
+      int64_t k = 0;
+      for (int32_t c : st.order[t]) { out[k++] = c; in[c] = 1; }
+      for (int64_t c = 0; c < p.K; ++c) if (!in[c]) out[k++] = c;
+    }
+    res.retained = retained;
+    res.history = std::move(history);
+    return res;
+  }
+};
+
+// The random baseline: a random row permutation and a random column order in every tile.
+State random_state(const Problem& p, uint64_t seed, std::vector<std::vector<int64_t>>& orders) {
+  SplitMix64 rng = SplitMix64::stream(seed, 0x4a4d);
+  std::vector<int64_t> slots = identity(p.R);
+  for (int64_t i = p.R - 1; i > 0; --i) std::swap(slots[i], slots[rng.below(i + 1)]);
+  State st = initial_state(p, slots);
+  orders.assign(p.tiles(), {});
+  for (int64_t t = 0; t < p.tiles(); ++t) {
+    auto& ord = orders[t];
+    ord = identity(p.K);
+    for (int64_t i = p.K - 1; i > 0; --i) std::swap(ord[i], ord[rng.below(i + 1)]);
+    std::vector<int64_t> rank(p.K);
+    for (int64_t i = 0; i < p.K; ++i) rank[ord[i]] = i;
+    std::sort(st.order[t].begin(), st.order[t].end(), [&](int32_t a, int32_t b) { return rank[a] < rank[b]; });
+    st.value[t] = permute::tile_retained(p, tile_ptr(p, st, t), p.tile_rows(t), st.order[t].data());
+  }
+  return st;
+}
+
+}  // namespace
+
+PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern,
+                                 const PermuteOptions& options) {
+  const std::vector<double> s = scores_f64(scores);
+  const Problem p = make_problem(s, scores, v, kept, pattern);
+  for (int ne : options.schedule)
+    if (ne < 1) throw std::invalid_argument("schedule: every entry must be >= 1, got " + std::to_string(ne));
+  Search search{p, options, {}, std::chrono::steady_clock::now(), {}};
+  if (options.time_budget >= 0) {
+    search.dl.active = true;
+    search.dl.at = search.start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                      std::chrono::duration<double>(options.time_budget));
+  }
+  if (options.method == PermuteMethod::random) {
+    std::vector<std::vector<int64_t>> orders;
+    State st = random_state(p, options.seed, orders);
+    search.record("random", 0, st.total());
+    PermuteResult res = search.finish(st, st.total());
+    for (int64_t t = 0; t < p.tiles(); ++t) std::copy(orders[t].begin(), orders[t].end(), res.col_orders.begin() + t * p.K);
+    return res;
+  }
+  State st = initial_state(p, identity(p.R));
+  search.record("identity", 0, st.total());
+  const bool single_tile = p.tiles() == 1;
+  if (options.method == PermuteMethod::channel_swap) {
+    search.icp(st, false, options.window_search);
+    search.record("channel_swap", 0, st.total());
+  } else if (options.method == PermuteMethod::gyro) {
+    search.ocp(st);
+    search.icp(st, true, single_tile && options.window_search);
+    search.record("icp", 0, st.total());
+    if (!single_tile)
+      for (int round = 0; round < options.refine_rounds && !search.dl.expired(); ++round) {
+        if (!search.refine_step(st, uint64_t(round) + 1)) break;
+        search.record("refine", round + 1, st.total());
+      }
+  }
+  return search.finish(st, st.total());
+}
+
+double hinm_retained(const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern,
+                     const std::vector<int64_t>& row_perm, const std::vector<int64_t>& col_orders) {
+  const std::vector<double> s = scores_f64(scores);
+  const Problem p = make_problem(s, scores, v, kept, pattern);
+  const int64_t T = p.tiles();
+  if (int64_t(row_perm.size()) != p.R) throw std::invalid_argument("row_perm: expected length R");
+  std::vector<char> seen(p.R, 0);
+  for (int64_t r : row_perm) {
+    if (r < 0 || r >= p.R || seen[r]) throw std::invalid_argument("row_perm is not a permutation of range(R)");
+    seen[r] = 1;
+  }
+  if (!col_orders.empty() && int64_t(col_orders.size()) != T * p.K)
+    throw std::invalid_argument("col_orders: expected shape [T, K]");
+  double total = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    auto kept_cols = permute::kept_columns(p, row_perm.data() + t * p.v, p.tile_rows(t));
+    if (!col_orders.empty()) {
+      std::vector<int64_t> rank(p.K, -1);
+      for (int64_t i = 0; i < p.K; ++i) {
+        const int64_t c = col_orders[t * p.K + i];
+        if (c < 0 || c >= p.K || rank[c] >= 0)
+          throw std::invalid_argument("col_orders[" + std::to_string(t) + "] is not a permutation of range(K)");
+        rank[c] = i;
+      }
+      std::sort(kept_cols.begin(), kept_cols.end(), [&](int32_t a, int32_t b) { return rank[a] < rank[b]; });
+    }
+    total += permute::tile_retained(p, row_perm.data() + t * p.v, p.tile_rows(t), kept_cols.data());
+  }
+  return total;
+}
+
+}  // namespace hinm

@@ -1,0 +1,270 @@
+#include "permute_tile.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <tuple>
+
+#include "hinm/parallel.hpp"
+#include "hinm/permute_lap.hpp"
+
+namespace hinm::permute {
+
+double topn_sum(const double* x, int m, int n) {
+  if (m == 4 && n == 2) {
+    // Sum of the two largest = total minus the two smallest.
+    const double lo1 = std::min(x[0], x[1]), hi1 = std::max(x[0], x[1]);
+    const double lo2 = std::min(x[2], x[3]), hi2 = std::max(x[2], x[3]);
+    return std::max(hi1, hi2) + std::max(std::min(hi1, hi2), std::max(lo1, lo2));
+  }
+  double top[256];
+  int k = 0;
+  for (int j = 0; j < m; ++j) {  // insertion into a descending buffer of the n largest so far
+    const double v = x[j];
+    int i;
+    if (k < n) {
+      i = k++;
+    } else {
+      if (v <= top[n - 1]) continue;
+      i = n - 1;
+    }
+    while (i > 0 && top[i - 1] < v) { top[i] = top[i - 1]; --i; }
+    top[i] = v;
+  }
+  double s = 0;
+  for (int i = 0; i < n; ++i) s += top[i];
+  return s;
+}
+
+std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t nr) {
+  std::vector<double> sum(p.K, 0.0);
+  for (int64_t i = 0; i < nr; ++i) {
+    const double* r = p.row(rows[i]);
+    for (int64_t c = 0; c < p.K; ++c) sum[c] += r[c];
+  }
+  std::vector<int32_t> idx(p.K);
+  std::iota(idx.begin(), idx.end(), 0);
+  auto better = [&](int32_t a, int32_t b) { return sum[a] > sum[b] || (sum[a] == sum[b] && a < b); };
+  if (p.Kt < p.K) std::nth_element(idx.begin(), idx.begin() + p.Kt, idx.end(), better);
+  idx.resize(p.Kt);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const int32_t* order) {
+  double total = 0;
+  std::vector<double> g(p.m);
+  for (int64_t i = 0; i < nr; ++i) {
+    const double* r = p.row(rows[i]);
+    double row_total = 0;
+    for (int64_t q = 0; q < p.Kt; q += p.m) {
+      for (int j = 0; j < p.m; ++j) g[j] = r[order[q + j]];
+      row_total += topn_sum(g.data(), p.m, p.n);
+    }
+    total += row_total;
+  }
+  return total;
+}
+
+TileIcp::TileIcp(const Problem& p, const int64_t* rows, int64_t nr, const std::vector<int32_t>& order)
+    : nr_(nr), kt_(p.Kt), n_(p.n), m_(p.m), groups_(p.Kt / p.m), cols_(order), x_(p.Kt * nr), pos_(p.Kt),
+      gval_(p.Kt / p.m), thr_(p.Kt * nr), base_(p.Kt) {
+  for (int64_t j = 0; j < kt_; ++j) {
+    pos_[j] = int32_t(j);
+    for (int64_t i = 0; i < nr_; ++i) x_[j * nr_ + i] = p.row(rows[i])[cols_[j]];
+  }
+  for (int64_t g = 0; g < groups_; ++g) refresh_group(g);
+}
+
+double TileIcp::group_value(int64_t g) const {
+  double buf[256], s = 0;
+  for (int64_t i = 0; i < nr_; ++i) {
+    for (int j = 0; j < m_; ++j) buf[j] = col(pos_[g * m_ + j])[i];
+    s += topn_sum(buf, m_, n_);
+  }
+  return s;
+}
+
+void TileIcp::refresh_group(int64_t g) {
+  gval_[g] = group_value(g);
+  double others[256];
+  for (int j = 0; j < m_; ++j) {
+    const int64_t q = g * m_ + j;
+    double* t = thr_.data() + q * nr_;
+    double b = 0;
+    for (int64_t i = 0; i < nr_; ++i) {
+      int k = 0;
+      for (int jj = 0; jj < m_; ++jj)
+        if (jj != j) others[k++] = col(pos_[g * m_ + jj])[i];
+      std::nth_element(others, others + (n_ - 1), others + k, std::greater<double>());
+      t[i] = others[n_ - 1];
+      double s = 0;
+      for (int jj = 0; jj < n_; ++jj) s += others[jj];  // top n after nth_element: first n (unordered)
+      b += s;
+    }
+    base_[q] = b;
+  }
+}
+
+double TileIcp::gain_in(int64_t q, int32_t local) const {
+  const double* t = thr_.data() + q * nr_;
+  const double* x = col(local);
+  double s = 0;
+  for (int64_t i = 0; i < nr_; ++i) s += std::max(0.0, x[i] - t[i]);
+  return base_[q] + s;
+}
+
+double TileIcp::value() const {
+  double s = 0;
+  for (double g : gval_) s += g;
+  return s;
+}
+
+std::vector<int32_t> TileIcp::order() const {
+  std::vector<int32_t> out(kt_);
+  for (int64_t q = 0; q < kt_; ++q) out[q] = cols_[pos_[q]];
+  return out;
+}
+
+int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl) {
+  if (groups_ < 2) return 0;
+  int fails = 0, accepted = 0;
+  std::vector<double> cost(groups_ * groups_);
+  std::vector<int64_t> sample(groups_);
+  for (uint64_t step = 0; fails < fail_limit && !dl.expired(); ++step) {
+    SplitMix64 rng = SplitMix64::stream(seed, 0x1c9, step);
+    for (int64_t g = 0; g < groups_; ++g) sample[g] = g * m_ + rng.below(m_);
+    for (int64_t g = 0; g < groups_; ++g)
+      for (int64_t h = 0; h < groups_; ++h) cost[g * groups_ + h] = -gain_in(sample[g], pos_[sample[h]]);
+    const auto asg = linear_assignment(cost.data(), groups_, groups_);
+    double now = 0, before = value();
+    for (int64_t g = 0; g < groups_; ++g) now -= cost[g * groups_ + asg[g]];
+    if (now > before + 1e-12 * std::max(1.0, std::fabs(before))) {
+      std::vector<int32_t> moved(groups_);
+      for (int64_t g = 0; g < groups_; ++g) moved[g] = pos_[sample[asg[g]]];
+      for (int64_t g = 0; g < groups_; ++g) pos_[sample[g]] = moved[g];
+      for (int64_t g = 0; g < groups_; ++g) refresh_group(g);
+      ++accepted;
+    } else {
+      ++fails;
+    }
+  }
+  return accepted;
+}
+
+int TileIcp::swap_stage(const Deadline& dl, int max_rounds) {
+  if (groups_ < 2 || kt_ > 2048) return 0;
+  // table[q * kt + c] = sum_r max(0, x_c - thr_q): value of q's group with local column c at q.
+  std::vector<double> table(kt_ * kt_);
+  auto fill_rows = [&](const std::vector<int64_t>& qs) {
+    parallel_for(int64_t(qs.size()), 1, [&](int64_t a, int64_t b) {
+      for (int64_t k = a; k < b; ++k) {
+        const int64_t q = qs[k];
+        for (int64_t c = 0; c < kt_; ++c) table[q * kt_ + c] = gain_in(q, int32_t(c));
+      }
+    });
+  };
+  std::vector<int64_t> all(kt_);
+  std::iota(all.begin(), all.end(), 0);
+  fill_rows(all);
+  const double eps = 1e-12 * std::max(1.0, std::fabs(value()));
+  int swaps = 0;
+  std::vector<std::tuple<double, int64_t, int64_t>> cand;
+  std::vector<char> used(groups_);
+  for (int round = 0; round < max_rounds && !dl.expired(); ++round) {
+    cand.clear();
+    for (int64_t g1 = 0; g1 < groups_; ++g1)
+      for (int64_t g2 = g1 + 1; g2 < groups_; ++g2) {
+        double best = eps;
+        int64_t bq1 = -1, bq2 = -1;
+        for (int64_t q1 = g1 * m_; q1 < (g1 + 1) * m_; ++q1)
+          for (int64_t q2 = g2 * m_; q2 < (g2 + 1) * m_; ++q2) {
+            const double gain = table[q1 * kt_ + pos_[q2]] + table[q2 * kt_ + pos_[q1]] - gval_[g1] - gval_[g2];
+            if (gain > best) { best = gain; bq1 = q1; bq2 = q2; }
+          }
+        if (bq1 >= 0) cand.emplace_back(best, bq1, bq2);
+      }
+    if (cand.empty()) break;
+    std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
+      return std::get<0>(a) > std::get<0>(b) ||
+             (std::get<0>(a) == std::get<0>(b) && std::make_pair(std::get<1>(a), std::get<2>(a)) <
+                                                      std::make_pair(std::get<1>(b), std::get<2>(b)));
+    });
+    std::fill(used.begin(), used.end(), 0);
+    std::vector<int64_t> touched_q;
+    for (const auto& [gain, q1, q2] : cand) {
+      const int64_t g1 = q1 / m_, g2 = q2 / m_;
+      if (used[g1] || used[g2]) continue;
+      used[g1] = used[g2] = 1;
+      std::swap(pos_[q1], pos_[q2]);
+      ++swaps;
+      for (int64_t g : {g1, g2}) {
+        refresh_group(g);
+        for (int j = 0; j < m_; ++j) touched_q.push_back(g * m_ + j);
+      }
+    }
+    fill_rows(touched_q);
+  }
+  return swaps;
+}
+
+int TileIcp::window_stage(const Deadline& dl, int max_rounds) {
+  if (groups_ < 2 || m_ > 8) return 0;
+  // Every split of 2m columns into two groups of m with the first column in group A.
+  const int w = 2 * m_;
+  std::vector<uint32_t> splits;
+  for (uint32_t mask = 0; mask < (1u << w); ++mask)
+    if ((mask & 1u) && __builtin_popcount(mask) == m_) splits.push_back(mask);
+  struct Best { double gain; uint32_t split; };
+  const int64_t pairs = groups_ * (groups_ - 1) / 2;
+  std::vector<int64_t> pair_g1(pairs), pair_g2(pairs);
+  for (int64_t g1 = 0, k = 0; g1 < groups_; ++g1)
+    for (int64_t g2 = g1 + 1; g2 < groups_; ++g2, ++k) { pair_g1[k] = g1; pair_g2[k] = g2; }
+  std::vector<Best> best(pairs);
+  auto eval_pair = [&](int64_t k) {
+    const int64_t g1 = pair_g1[k], g2 = pair_g2[k];
+    const double* c[16];
+    for (int j = 0; j < m_; ++j) { c[j] = col(pos_[g1 * m_ + j]); c[m_ + j] = col(pos_[g2 * m_ + j]); }
+    Best b{0.0, 0};
+    const double cur = gval_[g1] + gval_[g2];
+    for (uint32_t split : splits) {
+      double s = 0, a[8], bb[8];
+      for (int64_t i = 0; i < nr_; ++i) {
+        int na = 0, nb = 0;
+        for (int j = 0; j < w; ++j) ((split >> j) & 1u ? a[na++] : bb[nb++]) = c[j][i];
+        s += topn_sum(a, m_, n_) + topn_sum(bb, m_, n_);
+      }
+      if (s - cur > b.gain) b = {s - cur, split};
+    }
+    best[k] = b;
+  };
+  parallel_for(pairs, 8, [&](int64_t a, int64_t b) { for (int64_t k = a; k < b; ++k) eval_pair(k); });
+  const double eps = 1e-12 * std::max(1.0, std::fabs(value()));
+  int moves = 0;
+  std::vector<char> used(groups_);
+  for (int round = 0; round < max_rounds && !dl.expired(); ++round) {
+    std::vector<int64_t> order;
+    for (int64_t k = 0; k < pairs; ++k) if (best[k].gain > eps) order.push_back(k);
+    if (order.empty()) break;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return best[a].gain > best[b].gain; });
+    std::fill(used.begin(), used.end(), 0);
+    for (int64_t k : order) {
+      const int64_t g1 = pair_g1[k], g2 = pair_g2[k];
+      if (used[g1] || used[g2]) continue;
+      used[g1] = used[g2] = 1;
+      int32_t c[16], na = 0, nb = 0, a[8], bb[8];
+      for (int j = 0; j < m_; ++j) { c[j] = pos_[g1 * m_ + j]; c[m_ + j] = pos_[g2 * m_ + j]; }
+      for (int j = 0; j < w; ++j) ((best[k].split >> j) & 1u ? a[na++] : bb[nb++]) = c[j];
+      for (int j = 0; j < m_; ++j) { pos_[g1 * m_ + j] = a[j]; pos_[g2 * m_ + j] = bb[j]; }
+      refresh_group(g1);
+      refresh_group(g2);
+      ++moves;
+    }
+    std::vector<int64_t> redo;
+    for (int64_t k = 0; k < pairs; ++k) if (used[pair_g1[k]] || used[pair_g2[k]]) redo.push_back(k);
+    parallel_for(int64_t(redo.size()), 8, [&](int64_t a, int64_t b) { for (int64_t i = a; i < b; ++i) eval_pair(redo[i]); });
+  }
+  return moves;
+}
+
+}  // namespace hinm::permute

@@ -1,0 +1,75 @@
+// Internal building blocks of the permutation search: the problem, one tile's mask value, and the
+// per-tile input-channel permutation (ICP) over the tile's kept columns.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "hinm/permute_rng.hpp"
+
+namespace hinm::permute {
+
+struct Problem {
+  const double* s = nullptr;  // scores [R, K] row-major
+  int64_t R = 0, K = 0, v = 0, Kt = 0;
+  int n = 2, m = 4;
+
+  int64_t tiles() const { return (R + v - 1) / v; }
+  int64_t tile_rows(int64_t t) const { return std::min(v, R - t * v); }
+  const double* row(int64_t r) const { return s + r * K; }
+};
+
+struct Deadline {
+  bool active = false;
+  std::chrono::steady_clock::time_point at;
+  bool expired() const { return active && std::chrono::steady_clock::now() >= at; }
+};
+
+// Sum of the n largest of m values (independent of how ties are broken).
+double topn_sum(const double* x, int m, int n);
+
+// Column sums of the rows (float64, in the given order) and the canonical kept set: the Kt columns
+// with the largest sum, ties to the lower column index; returned in ascending column order.
+std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t nr);
+
+// Retained saliency of one tile: rows `rows`, kept columns listed in `order` (Kt entries).
+double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const int32_t* order);
+
+// One tile's kept block (nr rows x Kt columns, stored column-major) and its column order, with the
+// data needed to score column moves between groups. Position q holds local column pos[q]; group g
+// is positions [g*m, (g+1)*m). For position q, thr[q] / base[q] are, per row, the n-th largest and
+// the top-n sum of the other m-1 columns of q's group; putting column x at q then gives the group
+// base[q] + sum_r max(0, x_r - thr[q][r]).
+class TileIcp {
+ public:
+  TileIcp(const Problem& p, const int64_t* rows, int64_t nr, const std::vector<int32_t>& order);
+
+  double value() const;                 // retained of the tile in the current order
+  std::vector<int32_t> order() const;   // kept columns (original indices) in the current order
+  // Official InPerm step loop: one sampled column per group, P x P assignment; stop after
+  // fail_limit non-improving steps. Returns the number of accepted steps.
+  int assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl);
+  // Greedy best pairwise swaps between groups (non-overlapping per round) until none gains.
+  int swap_stage(const Deadline& dl, int max_rounds = 100000);
+  // Exhaustive re-partition of pairs of groups (2m columns into two groups, every split).
+  int window_stage(const Deadline& dl, int max_rounds = 1000);
+
+ private:
+  int64_t nr_, kt_;
+  int n_, m_;
+  int64_t groups_;
+  std::vector<int32_t> cols_;  // local column -> original column
+  std::vector<double> x_;      // [kt][nr]
+  std::vector<int32_t> pos_;   // position -> local column
+  std::vector<double> gval_;   // [groups]
+  std::vector<double> thr_;    // [kt][nr]
+  std::vector<double> base_;   // [kt]
+
+  const double* col(int32_t local) const { return x_.data() + int64_t(local) * nr_; }
+  double group_value(int64_t g) const;
+  void refresh_group(int64_t g);  // gval_, thr_, base_ of group g's positions
+  double gain_in(int64_t q, int32_t local) const;  // base[q] + sum max(0, x - thr[q])
+};
+
+}  // namespace hinm::permute
