@@ -118,16 +118,24 @@ std::vector<int64_t> identity(int64_t n) {
 }
 
 struct Search {
+  Search(const Problem& problem, const PermuteOptions& options) : p(problem), opt(options) {}
+
   const Problem& p;
   const PermuteOptions& opt;
   Deadline dl;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   std::vector<PermuteHistoryEntry> history;
+  // The best state seen: what the search returns if it stops now. OCP on the vector objective may
+  // lower the HiNM retained saliency for a while; history reports the best, so it never drops.
+  State best;
+  bool have_best = false;
+  double vector_cost = 0;  // vector-pruning cost of the OCP state
 
-  void record(const std::string& stage, int64_t step, double retained) {
+  void record(const std::string& stage, int64_t step, const State& st) {
+    if (!have_best || st.total() > best.total()) { best = st; have_best = true; }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    history.push_back({stage, retained, secs});
-    if (opt.progress) opt.progress(stage, step, retained);
+    history.push_back({stage, best.total(), secs});
+    if (opt.progress) opt.progress(stage, step, best.total());
   }
   double eps(double total) const { return 1e-12 * std::max(1.0, std::fabs(total)); }
 
@@ -187,6 +195,16 @@ struct Search {
         }
     });
     const auto asg = linear_assignment(cost.data(), T, T);
+    if (opt.ocp_vector_objective) {
+      // The assigned costs add up to the vector-pruning cost of the new state: the official test.
+      double after = 0;
+      for (int64_t t = 0; t < T; ++t) after += cost[t * T + asg[t]];
+      if (!(after < vector_cost - eps(vector_cost))) return false;
+      for (int64_t t = 0; t < T; ++t)
+        for (int k = 0; k < ne; ++k) st.slots[sample[t * ne + k]] = cluster[asg[t]][k];
+      vector_cost = after;
+      return true;  // tile values are refreshed when the stage ends
+    }
     State next = st;
     std::vector<char> changed(T, 0);
     for (int64_t t = 0; t < T; ++t) {
@@ -205,19 +223,43 @@ struct Search {
     return true;
   }
 
+  // Saliency removed by vector pruning alone (the official OCP objective).
+  double vector_pruned(const State& st) const {
+    std::vector<double> v(p.tiles());
+    parallel_for(p.tiles(), 1, [&](int64_t a, int64_t b) {
+      std::vector<double> sum(p.K);
+      for (int64_t t = a; t < b; ++t) {
+        std::fill(sum.begin(), sum.end(), 0.0);
+        const int64_t* rows = tile_ptr(p, st, t);
+        for (int64_t i = 0; i < p.tile_rows(t); ++i)
+          for (int64_t c = 0; c < p.K; ++c) sum[c] += p.row(rows[i])[c];
+        double all = 0;
+        for (double x : sum) all += x;
+        v[t] = pruned(sum);
+      }
+    });
+    double total = 0;
+    for (double x : v) total += x;
+    return total;
+  }
+
   void ocp(State& st) {
     const int64_t T = p.tiles();
     if (T < 2) return;
     int64_t min_rows = p.v;
     for (int64_t t = 0; t < T; ++t) min_rows = std::min(min_rows, p.tile_rows(t));
     uint64_t step = 0;
+    vector_cost = vector_pruned(st);
     for (int ne_req : opt.schedule) {
       const int ne = int(std::min<int64_t>(std::max(ne_req, 1), min_rows));
+      int accepted = 0;
       for (int fails = 0; fails < opt.ocp_fail_limit && !dl.expired(); ++step) {
-        if (ocp_step(st, ne, step)) record("ocp", int64_t(step), st.total()); else ++fails;
+        if (ocp_step(st, ne, step)) ++accepted; else ++fails;
       }
+      if (accepted && opt.ocp_vector_objective)
+        parallel_for(T, 1, [&](int64_t a, int64_t b) { for (int64_t t = a; t < b; ++t) reset_tile(p, st, t, false); });
+      record("ocp", int64_t(step), st);
     }
-    record("ocp", int64_t(step), st.total());
   }
 
   // ICP of every tile: assignment stage (official), then pairwise swaps (and windows for N:M).
@@ -227,8 +269,8 @@ struct Search {
       for (int64_t t = a; t < b; ++t) {
         if (only && !(*only)[t]) continue;
         permute::TileIcp tile(p, tile_ptr(p, st, t), p.tile_rows(t), st.order[t]);
-        if (assignment) tile.assignment_stage(SplitMix64::stream(opt.seed, 0x1c9, t, round).next(), opt.icp_fail_limit, dl);
-        tile.swap_stage(dl);
+        if (assignment) tile.alternate(SplitMix64::stream(opt.seed, 0x1c9, t, round).next(), opt.icp_fail_limit, dl);
+        else tile.swap_stage(dl);
         if (window) { tile.window_stage(dl); tile.swap_stage(dl); }
         auto order = tile.order();
         const double value = permute::tile_retained(p, tile_ptr(p, st, t), p.tile_rows(t), order.data());
@@ -240,7 +282,7 @@ struct Search {
   // Rows -> tiles: every row's retained saliency under every tile's current structure (kept
   // columns in order), then a capacitated assignment; the changed tiles get new kept sets and a
   // fresh ICP. Accepted if the total grows.
-  bool refine_step(State& st, uint64_t round) {
+  bool refine_step(State& st, uint64_t round, double stay_bonus) {
     const int64_t T = p.tiles();
     std::vector<double> cost(p.R * T);
     parallel_for(p.R, 32, [&](int64_t a, int64_t b) {
@@ -256,6 +298,8 @@ struct Search {
           cost[r * T + t] = -s;
         }
     });
+    // A bonus for staying damps the churn when a full reassignment did not pay off.
+    for (int64_t sl = 0; sl < p.R; ++sl) cost[st.slots[sl] * T + sl / p.v] -= stay_bonus;
     std::vector<int64_t> cap(T);
     for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
     const auto bin = capacitated_assignment(cost.data(), p.R, T, cap);
@@ -280,7 +324,9 @@ struct Search {
     return true;
   }
 
-  PermuteResult finish(const State& st, double retained) {
+  PermuteResult finish() {
+    const State& st = best;
+    const double retained = st.total();
     PermuteResult res;
     res.row_perm = st.slots;
     const int64_t T = p.tiles();
@@ -302,7 +348,9 @@ struct Search {
 State random_state(const Problem& p, uint64_t seed, std::vector<std::vector<int64_t>>& orders) {
   SplitMix64 rng = SplitMix64::stream(seed, 0x4a4d);
   std::vector<int64_t> slots = identity(p.R);
-  for (int64_t i = p.R - 1; i > 0; --i) std::swap(slots[i], slots[rng.below(i + 1)]);
+  // One tile (plain N:M): the row order changes nothing, so it stays the identity.
+  if (p.tiles() > 1)
+    for (int64_t i = p.R - 1; i > 0; --i) std::swap(slots[i], slots[rng.below(i + 1)]);
   State st = initial_state(p, slots);
   orders.assign(p.tiles(), {});
   for (int64_t t = 0; t < p.tiles(); ++t) {
@@ -325,7 +373,7 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
   const Problem p = make_problem(s, scores, v, kept, pattern);
   for (int ne : options.schedule)
     if (ne < 1) throw std::invalid_argument("schedule: every entry must be >= 1, got " + std::to_string(ne));
-  Search search{p, options, {}, std::chrono::steady_clock::now(), {}};
+  Search search(p, options);
   if (options.time_budget >= 0) {
     search.dl.active = true;
     search.dl.at = search.start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -334,28 +382,37 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
   if (options.method == PermuteMethod::random) {
     std::vector<std::vector<int64_t>> orders;
     State st = random_state(p, options.seed, orders);
-    search.record("random", 0, st.total());
-    PermuteResult res = search.finish(st, st.total());
+    search.record("random", 0, st);
+    PermuteResult res = search.finish();
     for (int64_t t = 0; t < p.tiles(); ++t) std::copy(orders[t].begin(), orders[t].end(), res.col_orders.begin() + t * p.K);
     return res;
   }
   State st = initial_state(p, identity(p.R));
-  search.record("identity", 0, st.total());
+  search.record("identity", 0, st);
   const bool single_tile = p.tiles() == 1;
   if (options.method == PermuteMethod::channel_swap) {
     search.icp(st, false, options.window_search);
-    search.record("channel_swap", 0, st.total());
+    search.record("channel_swap", 0, st);
   } else if (options.method == PermuteMethod::gyro) {
     search.ocp(st);
     search.icp(st, true, single_tile && options.window_search);
-    search.record("icp", 0, st.total());
-    if (!single_tile)
+    search.record("icp", 0, st);
+    if (!single_tile) {
+      // Row retained scale, for the stay bonus used after a rejected reassignment.
+      const double row_scale = st.total() / double(p.R);
+      double bonus = 0;
+      int fails = 0;
       for (int round = 0; round < options.refine_rounds && !search.dl.expired(); ++round) {
-        if (!search.refine_step(st, uint64_t(round) + 1)) break;
-        search.record("refine", round + 1, st.total());
+        if (search.refine_step(st, uint64_t(round) + 1, bonus)) {
+          search.record("refine", round + 1, st);
+        } else {
+          if (++fails > 3) break;
+          bonus = bonus == 0 ? 1e-3 * row_scale : bonus * 4;
+        }
       }
+    }
   }
-  return search.finish(st, st.total());
+  return search.finish();
 }
 
 double hinm_retained(const Matrix& scores, int64_t v, int64_t kept, NMPattern pattern,

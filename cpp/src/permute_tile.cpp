@@ -208,8 +208,19 @@ int TileIcp::swap_stage(const Deadline& dl, int max_rounds) {
   return swaps;
 }
 
+int TileIcp::alternate(uint64_t seed, int fail_limit, const Deadline& dl, int max_cycles) {
+  int moves = 0;
+  for (int cycle = 0; cycle < max_cycles && !dl.expired(); ++cycle) {
+    const int a = assignment_stage(seed + uint64_t(cycle) * 0x9E3779B97F4A7C15ull, fail_limit, dl);
+    const int b = swap_stage(dl);
+    moves += a + b;
+    if (a + b == 0 || (cycle > 0 && a == 0)) break;
+  }
+  return moves;
+}
+
 int TileIcp::window_stage(const Deadline& dl, int max_rounds) {
-  if (groups_ < 2 || m_ > 8) return 0;
+  if (groups_ < 2 || m_ > 4) return 0;  // 2m columns: 35 splits for m = 4, 6435 for m = 8
   // Every split of 2m columns into two groups of m with the first column in group A.
   const int w = 2 * m_;
   std::vector<uint32_t> splits;

@@ -52,7 +52,9 @@ class TileIcp {
   int assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl);
   // Greedy best pairwise swaps between groups (non-overlapping per round) until none gains.
   int swap_stage(const Deadline& dl, int max_rounds = 100000);
-  // Exhaustive re-partition of pairs of groups (2m columns into two groups, every split).
+  // Exhaustive re-partition of pairs of groups (2m columns into two groups, every split; m <= 4).
+  // Alternates assignment steps and swap rounds until neither improves.
+  int alternate(uint64_t seed, int fail_limit, const Deadline& dl, int max_cycles = 4);
   int window_stage(const Deadline& dl, int max_rounds = 1000);
 
  private:

@@ -49,10 +49,10 @@ def _scores_of(weight: Any, scores: Any) -> np.ndarray:
     require_2d(weight, "weight")
     if scores is None:
         if is_torch(weight):
-            return weight.detach().float().abs().cpu().numpy()
+            return np.ascontiguousarray(weight.detach().float().abs().cpu().numpy())
         if dtype_name(weight) not in ("float16", "float32", "float64") and not np.issubdtype(weight.dtype, np.integer):
             raise TypeError(f"weight: dtype {dtype_name(weight)} is not numeric")
-        return np.abs(np.asarray(weight, dtype=np.float64))
+        return np.ascontiguousarray(np.abs(np.asarray(weight, dtype=np.float64)))
     s = as_array(scores, "scores")
     if tuple(s.shape) != tuple(weight.shape):
         raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, got {tuple(s.shape)}")
@@ -95,9 +95,9 @@ def _progress_callback(progress: Union[bool, Callable, None]):
 def search_permutation(weight: Any, config: Union[str, Config], method: str = "gyro", scores: Any = None,
                        seed: int = 0, time_budget: Optional[float] = None,
                        progress: Union[bool, Callable[[str, int, float], None]] = False, *,
-                       schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 2,
-                       icp_fail_limit: int = 3, refine_rounds: int = 8,
-                       window_search: bool = True) -> PermutationResult:
+                       schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 1,
+                       icp_fail_limit: int = 3, refine_rounds: int = 30, window_search: Optional[bool] = None,
+                       ocp_objective: str = "vector") -> PermutationResult:
     """Search row and per-tile column permutations that maximise the saliency kept by ``config``.
 
     ``weight`` is [R, K] (numpy or torch); ``scores`` defaults to |weight|. ``method``:
@@ -107,7 +107,12 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     exhaustive search over pairs of groups when ``window_search``), ``"random"`` or ``"identity"``.
     For an NMConfig all rows form one tile and the result's ``col_perm`` is the column order.
     ``time_budget`` (seconds) is checked between iterations. ``progress=True`` shows a tqdm bar;
-    a callable gets (stage, step, retained)."""
+    a callable gets (stage, step, retained). Tuning: ``schedule`` (OCP samples per tile, coarse
+    to fine), ``ocp_fail_limit`` (non-improving OCP steps ending each schedule entry),
+    ``ocp_objective`` ("vector": accept OCP steps that keep more saliency at the vector level, as
+    the official code; "hinm": the full HiNM retained saliency), ``icp_fail_limit``,
+    ``refine_rounds`` (rows -> tiles reassignments), ``window_search`` (plain N:M: exhaustive
+    re-partition of pairs of groups after the swaps; default on for channel_swap, off for gyro)."""
     config = parse_config(config)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -121,6 +126,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     schedule = [int(x) for x in schedule]
     if any(x < 1 for x in schedule):
         raise ValueError(f"schedule entries must be >= 1, got {schedule}")
+    if window_search is None:
+        window_search = method == "channel_swap"
     tiles = -(-rows // min(v, rows))
     row_perm = np.empty(rows, dtype=np.int64)
     col_orders = np.empty((tiles, cols), dtype=np.int64)
@@ -129,7 +136,7 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
         retained, history = _C.search_permutation(
             s, int(v), int(kept), config.n, config.m, method, int(seed) & (2**64 - 1),
             -1.0 if time_budget is None else float(time_budget), schedule, int(ocp_fail_limit),
-            int(icp_fail_limit), int(refine_rounds), bool(window_search), callback, row_perm, col_orders)
+            int(icp_fail_limit), int(refine_rounds), bool(window_search), str(ocp_objective), callback, row_perm, col_orders)
     finally:
         if bar is not None:
             bar.close()

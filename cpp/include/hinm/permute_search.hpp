@@ -27,9 +27,12 @@ struct PermuteOptions {
   uint64_t seed = 0;
   double time_budget = -1;                     // seconds; < 0 = none (checked between iterations)
   std::vector<int> schedule{8, 1, 4, 1, 2, 1, 1};  // OCP samples per tile, coarse to fine
-  int ocp_fail_limit = 2;   // OCP: consecutive non-improving steps ending one schedule entry
+  // OCP accepts a step when the saliency kept by vector pruning grows (the official objective,
+  // best in practice); false: when the HiNM retained saliency (ascending column order) grows.
+  bool ocp_vector_objective = true;
+  int ocp_fail_limit = 1;   // OCP: consecutive non-improving steps ending one schedule entry
   int icp_fail_limit = 3;   // ICP: non-improving assignment steps ending a tile's search
-  int refine_rounds = 8;    // gyro: max rounds of (rows -> tiles assignment, column swaps)
+  int refine_rounds = 30;   // gyro: max rounds of (rows -> tiles assignment, column swaps)
   bool window_search = true;  // channel_swap / gyro on plain N:M: exhaustive pairs of groups
   // Called on the calling thread after every stage step: (stage, step, retained saliency).
   std::function<void(const std::string&, int64_t, double)> progress;
@@ -45,7 +48,8 @@ struct PermuteResult {
   std::vector<int64_t> row_perm;    // [R]
   std::vector<int64_t> col_orders;  // [T, K] row-major, each row a permutation of range(K)
   double retained = 0;              // HiNM retained saliency (sum of kept scores)
-  std::vector<PermuteHistoryEntry> history;  // retained is non-decreasing along it
+  // retained of the best state so far after each step (non-decreasing); the result is that state.
+  std::vector<PermuteHistoryEntry> history;
 };
 
 // scores: float32/float64 [R, K], finite and >= 0 not required (NaN rejected). v rows per tile

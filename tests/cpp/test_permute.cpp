@@ -1,0 +1,101 @@
+// Assignment solvers, balanced k-means and the permutation search in the C++ core.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "check.hpp"
+#include "hinm/hinm.hpp"
+
+using namespace hinm;
+
+namespace {
+double brute_force_min(const std::vector<double>& c, int n) {
+  std::vector<int> p(n);
+  std::iota(p.begin(), p.end(), 0);
+  double best = 1e300;
+  do {
+    double s = 0;
+    for (int i = 0; i < n; ++i) s += c[i * n + p[i]];
+    best = std::min(best, s);
+  } while (std::next_permutation(p.begin(), p.end()));
+  return best;
+}
+}  // namespace
+
+TEST(linear_assignment_matches_brute_force) {
+  std::mt19937 rng(3);
+  for (int n = 1; n <= 7; ++n)
+    for (int rep = 0; rep < 5; ++rep) {
+      std::vector<double> c(n * n);
+      for (auto& x : c) x = double(rng() % 5);  // many ties
+      auto col = linear_assignment(c.data(), n, n);
+      double s = 0;
+      std::vector<int> seen(n, 0);
+      for (int i = 0; i < n; ++i) { s += c[i * n + col[i]]; seen[col[i]]++; }
+      CHECK(std::all_of(seen.begin(), seen.end(), [](int k) { return k == 1; }));
+      CHECK(std::fabs(s - brute_force_min(c, n)) < 1e-9);
+    }
+}
+
+TEST(capacitated_assignment_equals_expanded_assignment) {
+  std::mt19937 rng(5);
+  const int rows = 12, bins = 3;
+  const std::vector<int64_t> cap{5, 4, 3};
+  std::vector<double> c(rows * bins);
+  for (auto& x : c) x = std::uniform_real_distribution<double>(-1, 1)(rng);
+  auto bin = capacitated_assignment(c.data(), rows, bins, cap);
+  std::vector<int64_t> count(bins, 0);
+  double s = 0;
+  for (int r = 0; r < rows; ++r) { count[bin[r]]++; s += c[r * bins + bin[r]]; }
+  CHECK(count == cap);
+  std::vector<double> expanded(rows * rows);  // each bin repeated capacity times
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0, col = 0; b < bins; ++b)
+      for (int k = 0; k < cap[b]; ++k, ++col) expanded[r * rows + col] = c[r * bins + b];
+  auto col = linear_assignment(expanded.data(), rows, rows);
+  double s2 = 0;
+  for (int r = 0; r < rows; ++r) s2 += expanded[r * rows + col[r]];
+  CHECK(std::fabs(s - s2) < 1e-9);
+  CHECK_THROWS(capacitated_assignment(c.data(), rows, bins, {5, 5, 5}), std::invalid_argument);
+}
+
+TEST(balanced_kmeans_gives_equal_clusters) {
+  std::mt19937 rng(7);
+  std::vector<double> pts(30 * 4);
+  for (auto& x : pts) x = std::normal_distribution<double>()(rng);
+  auto a = balanced_kmeans(pts.data(), 5, 6, 4, 42);
+  auto b = balanced_kmeans(pts.data(), 5, 6, 4, 42);
+  CHECK(a == b);
+  std::vector<int> count(5, 0);
+  for (int l : a) count[l]++;
+  CHECK(std::all_of(count.begin(), count.end(), [](int k) { return k == 6; }));
+}
+
+TEST(search_is_thread_independent_and_consistent) {
+  std::mt19937 rng(9);
+  const int64_t r = 96, k = 64;
+  std::vector<float> s(r * k);
+  for (auto& x : s) x = std::uniform_real_distribution<float>(0, 1)(rng);
+  auto m = make_matrix(s.data(), DType::f32, r, k);
+  PermuteOptions opt;
+  opt.seed = 4;
+  set_num_threads(1);
+  auto a = search_permutation(m, 32, 32, {2, 4}, opt);
+  set_num_threads(2);
+  auto b = search_permutation(m, 32, 32, {2, 4}, opt);
+  set_num_threads(0);
+  CHECK(a.row_perm == b.row_perm);
+  CHECK(a.col_orders == b.col_orders);
+  CHECK(a.retained == b.retained);
+  CHECK(a.retained == hinm_retained(m, 32, 32, {2, 4}, a.row_perm, a.col_orders));
+  opt.method = PermuteMethod::identity;
+  CHECK(search_permutation(m, 32, 32, {2, 4}, opt).retained < a.retained);
+  for (size_t i = 1; i < a.history.size(); ++i) CHECK(a.history[i].retained >= a.history[i - 1].retained);
+  CHECK_THROWS(search_permutation(m, 32, 30, {2, 4}, opt), std::invalid_argument);
+  CHECK_THROWS(parse_permute_method("tetris"), std::invalid_argument);
+  s[5] = std::nanf("");
+  CHECK_THROWS(search_permutation(m, 32, 32, {2, 4}, opt), std::invalid_argument);
+}

@@ -1,0 +1,235 @@
+"""Permutation search (gyro, channel swap, baselines), the assignment solver and balanced k-means,
+against scipy and a slow numpy reference of the HiNM mask. Budget: about 20 s."""
+
+import time
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+import hinm
+
+from conftest import needs_torch
+
+
+def ref_hinm_mask(scores, v, kt, n, m, row_perm, col_orders):
+    """The HiNM mask semantics, directly: tile t = rows row_perm[t*v:(t+1)*v]; keep the kt columns
+    of largest column sum (ties: lower index) in col_orders[t] order; n of every m along rows."""
+    rows_total, k = scores.shape
+    mask = np.zeros(scores.shape, bool)
+    for t in range(-(-rows_total // v)):
+        rows = row_perm[t * v:(t + 1) * v]
+        sums = scores[rows].sum(axis=0, dtype=np.float64)
+        kept = sorted(range(k), key=lambda c: (-sums[c], c))[:kt]
+        rank = {c: i for i, c in enumerate(col_orders[t])}
+        kept.sort(key=lambda c: rank[c])
+        for r in rows:
+            for g in range(0, kt, m):
+                cols = kept[g:g + m]
+                top = sorted(range(m), key=lambda j: (-scores[r, cols[j]], j))[:n]
+                for j in top:
+                    mask[r, cols[j]] = True
+    return mask
+
+
+def check_result(res, scores, v, kt, n, m):
+    r, k = scores.shape
+    t = -(-r // min(v, r))
+    assert res.row_perm.dtype == np.int64 and res.col_orders.dtype == np.int64
+    np.testing.assert_array_equal(np.sort(res.row_perm), np.arange(r))
+    assert res.col_orders.shape == (t, k)
+    for order in res.col_orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(k))
+    mask = ref_hinm_mask(scores, min(v, r), kt, n, m, res.row_perm, res.col_orders)
+    # HiNM structure: per tile exactly kt columns carry weights... and n of every m per row.
+    for ti in range(t):
+        rows = res.row_perm[ti * v:(ti + 1) * v]
+        assert mask[rows].any(axis=0).sum() <= kt
+        assert (mask[rows].sum(axis=1) == kt // m * n).all()
+    assert res.retained == pytest.approx(float(scores[mask].sum(dtype=np.float64)), rel=1e-12)
+    hist = [h[1] for h in res.history]
+    assert all(b >= a for a, b in zip(hist, hist[1:]))
+    assert hist[-1] == pytest.approx(res.retained, rel=1e-12)
+
+
+# ---- assignment ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1), (6, 6), (40, 40), (7, 3), (3, 9), (25, 60), (60, 25)])
+@pytest.mark.parametrize("kind", ["random", "tied", "large"])
+def test_linear_sum_assignment_matches_scipy(rng, shape, kind):
+    if kind == "random":
+        cost = rng.random(shape)
+    elif kind == "tied":
+        cost = rng.integers(0, 3, shape).astype(np.float64)
+    else:
+        cost = 1e12 + rng.random(shape) * 1e9
+    for maximize in (False, True):
+        r, c = hinm.linear_sum_assignment(cost, maximize=maximize)
+        r2, c2 = scipy_lsa(cost, maximize=maximize)
+        assert len(r) == min(shape)
+        np.testing.assert_array_equal(r, np.sort(r))
+        assert len(set(c.tolist())) == len(c)
+        assert cost[r, c].sum() == pytest.approx(cost[r2, c2].sum(), rel=1e-12, abs=1e-9)
+
+
+def test_linear_sum_assignment_bad_input():
+    with pytest.raises(ValueError):
+        hinm.linear_sum_assignment(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(ValueError):
+        hinm.linear_sum_assignment(np.ones(3))
+    r, c = hinm.linear_sum_assignment(np.zeros((0, 4)))
+    assert len(r) == len(c) == 0
+
+
+# ---- balanced k-means ---------------------------------------------------------------------------
+
+def test_balanced_kmeans_equal_sizes_deterministic_and_finds_blobs(rng, threads):
+    centers = rng.standard_normal((6, 5)) * 10
+    pts = np.repeat(centers, 8, axis=0) + rng.standard_normal((48, 5)) * 0.1
+    perm = rng.permutation(48)
+    labels = hinm.balanced_kmeans(pts[perm], 6, seed=3)
+    assert (np.bincount(labels, minlength=6) == 8).all()
+    np.testing.assert_array_equal(labels, hinm.balanced_kmeans(pts[perm], 6, seed=3))
+    # Points of the same blob share a cluster.
+    blob = np.repeat(np.arange(6), 8)[perm]
+    for b in range(6):
+        assert len(set(labels[blob == b].tolist())) == 1
+    noise = rng.random((40, 3))
+    assert (np.bincount(hinm.balanced_kmeans(noise, 5, seed=1), minlength=5) == 8).all()
+    with pytest.raises(ValueError):
+        hinm.balanced_kmeans(noise, 3)
+
+
+# ---- search -------------------------------------------------------------------------------------
+
+CASES = [  # (R, K, config)
+    (128, 64, hinm.HiNMConfig(32, 0.5, 2, 4)),
+    (100, 48, hinm.HiNMConfig(32, 0.5, 2, 4)),   # last tile of 4 rows
+    (96, 64, hinm.HiNMConfig(16, 0.25, 1, 4)),
+    (64, 80, hinm.HiNMConfig(16, 0.5, 2, 8)),
+    (32, 64, hinm.NMConfig(2, 4)),
+]
+
+
+@pytest.mark.parametrize("method", ["gyro", "channel_swap", "random", "identity"])
+@pytest.mark.parametrize("r,k,cfg", CASES)
+def test_search_invariants_and_reference_mask(rng, method, r, k, cfg):
+    scores = rng.random((r, k))
+    res = hinm.search_permutation(scores, cfg, method=method, seed=5)
+    v = r if isinstance(cfg, hinm.NMConfig) else cfg.v
+    kt = k if isinstance(cfg, hinm.NMConfig) else cfg.kept_columns(k)
+    check_result(res, scores, v, kt, cfg.n, cfg.m)
+    assert res.retained == pytest.approx(
+        hinm.permutation_retained(scores, cfg, res.row_perm, res.col_orders), rel=1e-12)
+    ident = hinm.search_permutation(scores, cfg, method="identity").retained
+    if method in ("gyro", "channel_swap"):
+        assert res.retained >= ident
+    if isinstance(cfg, hinm.NMConfig):
+        np.testing.assert_array_equal(res.row_perm, np.arange(r))
+        assert res.col_perm.shape == (k,)
+
+
+def test_gyro_improves_and_is_deterministic_across_threads(rng):
+    w = rng.standard_normal((256, 128)).astype(np.float32)
+    w *= rng.random((256, 1)) * rng.random((1, 128)) * 4  # row/column scale structure
+    cfg = hinm.HiNMConfig(32, 0.5, 2, 4)
+    results = []
+    for threads in (1, 2):
+        hinm.set_num_threads(threads)
+        results.append(hinm.search_permutation(w, cfg, seed=11))
+    hinm.set_num_threads(0)
+    a, b = results
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    np.testing.assert_array_equal(a.col_orders, b.col_orders)
+    assert a.retained == b.retained
+    assert [h[:2] for h in a.history] == [h[:2] for h in b.history]
+    ident = hinm.search_permutation(w, cfg, method="identity").retained
+    rand = hinm.search_permutation(w, cfg, method="random", seed=1).retained
+    assert a.retained > ident * 1.01 and a.retained > rand
+
+
+def planted_hinm(rng, r=256, k=256, v=64, vec_density=0.5):
+    """An exactly HiNM-representable (v, vec_density, 2:4) weight, then rows and columns shuffled."""
+    w = np.zeros((r, k))
+    kt = int(k * vec_density)
+    for t in range(r // v):
+        cols = np.sort(rng.choice(k, kt, replace=False))
+        for row in range(t * v, (t + 1) * v):
+            for g in range(kt // 4):
+                keep = rng.choice(4, 2, replace=False)
+                w[row, cols[g * 4 + keep]] = rng.random(2) + 0.5
+    return w[rng.permutation(r)][:, rng.permutation(k)], float(w.sum())
+
+
+def test_planted_structure_is_recovered(rng):
+    w, planted = planted_hinm(rng)
+    cfg = hinm.HiNMConfig(64, 0.5, 2, 4)
+    ident = hinm.search_permutation(w, cfg, method="identity").retained / planted
+    got = hinm.search_permutation(w, cfg, seed=0).retained / planted
+    assert ident < 0.75
+    assert got >= 0.9, f"recovered {got:.3f} of the planted retained saliency (identity {ident:.3f})"
+
+
+def test_apex_unit_matrix():
+    np.random.seed(1)
+    w = np.random.rand(128, 64)
+    assert hinm.search_permutation(w, "2:4", method="identity").retained == pytest.approx(2852.377, abs=1e-3)
+    assert hinm.search_permutation(w, "2:4", method="channel_swap").retained >= 2913.35
+    assert hinm.search_permutation(w, "2:4", method="gyro").retained >= 2913.35
+
+
+def test_time_budget_and_progress(rng):
+    w = rng.random((512, 256))
+    calls = []
+    t0 = time.perf_counter()
+    res = hinm.search_permutation(w, "hinm:v32:0.5:2:4", time_budget=0.0,
+                                  progress=lambda stage, step, ret: calls.append((stage, ret)))
+    assert time.perf_counter() - t0 < 5.0
+    check_result(res, w, 32, 128, 2, 4)
+    assert calls and calls[0][0] == "identity"
+    res = hinm.search_permutation(w[:64, :32], "hinm:v32:0.5:2:4", progress=True)
+    assert res.retained > 0
+
+
+@needs_torch
+def test_torch_weight_and_scores():
+    import torch
+
+    w = torch.randn(64, 32, dtype=torch.bfloat16)
+    a = hinm.search_permutation(w, "hinm:v32:0.5:2:4", seed=2)
+    b = hinm.search_permutation(w.float().numpy(), "hinm:v32:0.5:2:4", seed=2)
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    s = torch.rand(64, 32)
+    c = hinm.search_permutation(w, "hinm:v32:0.5:2:4", scores=s)
+    assert c.retained == pytest.approx(hinm.permutation_retained(s.numpy(), "hinm:v32:0.5:2:4", c.row_perm,
+                                                                 c.col_orders), rel=1e-12)
+
+
+def test_bad_inputs(rng):
+    w = rng.random((64, 32))
+    nan = w.copy()
+    nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        hinm.search_permutation(nan, "hinm:v32:0.5:2:4")
+    with pytest.raises(ValueError, match="NaN"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", scores=nan)
+    with pytest.raises(ValueError, match="shape"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", scores=w[:, :16])
+    with pytest.raises(ValueError, match="method"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", method="tetris")
+    with pytest.raises(ValueError, match="fewer than m"):
+        hinm.search_permutation(w[:, :3], "hinm:v32:0.5:2:4")
+    with pytest.raises(ValueError, match="multiple of m"):
+        hinm.search_permutation(w[:, :30], "2:4")
+    with pytest.raises(ValueError, match="2-D"):
+        hinm.search_permutation(w.reshape(2, 32, 32), "2:4")
+    with pytest.raises(ValueError, match="time_budget"):
+        hinm.search_permutation(w, "2:4", time_budget=-1)
+    with pytest.raises(ValueError, match="schedule"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", schedule=(8, 0))
+    with pytest.raises(ValueError, match="ocp_objective"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", ocp_objective="both")
+    with pytest.raises(TypeError):
+        hinm.search_permutation(w, 3)
+    with pytest.raises(ValueError, match="single-tile"):
+        _ = hinm.search_permutation(w, "hinm:v32:0.5:2:4").col_perm
