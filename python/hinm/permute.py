@@ -37,9 +37,10 @@ class PermutationResult:
 
     @property
     def col_perm(self) -> np.ndarray:
-        """The single column permutation of a plain N:M result (one tile)."""
+        """The single column permutation of a plain N:M result (one tile); multi-tile results have
+        no such attribute (AttributeError, so ``getattr(result, "col_perm", None)`` works)."""
         if self.col_orders.shape[0] != 1:
-            raise ValueError(f"col_perm exists for single-tile results only; this one has "
+            raise AttributeError(f"col_perm exists for single-tile results only; this one has "
                              f"{self.col_orders.shape[0]} tiles (use col_orders)")
         return self.col_orders[0]
 

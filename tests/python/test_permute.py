@@ -231,5 +231,20 @@ def test_bad_inputs(rng):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", ocp_objective="both")
     with pytest.raises(TypeError):
         hinm.search_permutation(w, 3)
-    with pytest.raises(ValueError, match="single-tile"):
+    with pytest.raises(AttributeError, match="single-tile"):
         _ = hinm.search_permutation(w, "hinm:v32:0.5:2:4").col_perm
+
+
+@pytest.mark.parametrize("cfg", [hinm.HiNMConfig(32, 0.5, 2, 4), hinm.HiNMConfig(16, 0.25, 2, 4),
+                                 hinm.NMConfig(2, 4)])
+def test_result_feeds_hinm_mask_and_compress(rng, cfg):
+    w = rng.standard_normal((100, 64)).astype(np.float32)
+    scores = np.abs(w)
+    res = hinm.search_permutation(w, cfg, seed=3)
+    total = float(scores.sum(dtype=np.float64))
+    if isinstance(cfg, hinm.HiNMConfig):
+        mask = hinm.hinm_mask(scores, cfg, res.row_perm, res.col_orders)[0]
+        assert hinm.retained_saliency(scores, mask) == pytest.approx(res.retained / total, rel=1e-12)
+    dense = hinm.compress(w, cfg, perm=res).to_dense()
+    np.testing.assert_array_equal(dense[dense != 0], w[dense != 0])
+    assert float(np.abs(dense).sum(dtype=np.float64)) == pytest.approx(res.retained, rel=1e-12)
