@@ -37,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="prune all-MiniLM-L6-v2 (bundled, offline) and report quality and speed")
     d.add_argument("-o", "--out", default="hinm-demo", help="output folder (default: hinm-demo)")
-    d.add_argument("--quick", action="store_true", help="fewer sentences and variants (about a minute)")
-    d.add_argument("--calib", type=int, default=None, help="calibration sentences (default 256; quick 64)")
-    d.add_argument("--eval", type=int, default=None, help="evaluation sentences (default 512; quick 128)")
+    d.add_argument("--quick", action="store_true", help="fewer sentences and variants (a few minutes)")
+    d.add_argument("--calib", type=int, default=None, help="calibration sentences (default 256; quick 128)")
+    d.add_argument("--eval", type=int, default=None, help="evaluation sentences (default 384; quick 128)")
     d.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
     pr = sub.add_parser("prune", help="prune a local model folder or .safetensors file")
