@@ -306,8 +306,9 @@ def compress(weight: Any, config: Union[str, NMConfig, HiNMConfig], perm: Any = 
     cfg, kt = _resolve_hinm(cfg, k)
     tiles = -(-r // cfg.v)
     rp, co = _perm_arrays(perm, r, k, tiles)
-    weight = contiguous(weight)
-    s = None if scores is None else scores_f32(scores, (r, k))
+    device = weight.device if is_cuda(weight) else None  # compressed on the host, fields moved back
+    weight = contiguous(weight.cpu() if device is not None else weight)
+    s = None if scores is None else scores_f32(scores.cpu() if is_cuda(scores) else scores, (r, k))
     kc = kt // cfg.m * cfg.n
     values = empty((tiles * cfg.v, kc), dtype_name(weight), weight)
     indices = empty((tiles * cfg.v, kc), "uint8", weight)
@@ -315,4 +316,7 @@ def compress(weight: Any, config: Union[str, NMConfig, HiNMConfig], perm: Any = 
     row_perm = np.arange(r, dtype=np.int64) if rp is None else rp
     _C.hinm_compress(weight, s, cfg.v, kt, cfg.n, cfg.m, row_perm, co, values, indices, col_idx)
     meta = _sptc_meta(indices, dtype_name(weight), cfg.n, cfg.m, kt)
-    return HiNMTensor(values, indices, col_idx, from_numpy(row_perm, weight), (r, k), cfg, meta)
+    fields = [values, indices, col_idx, from_numpy(row_perm, weight), meta]
+    if device is not None:
+        fields = [None if f is None else f.to(device) for f in fields]
+    return HiNMTensor(*fields[:4], (r, k), cfg, fields[4])

@@ -2,6 +2,7 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "check.hpp"
@@ -72,4 +73,41 @@ TEST(hinm_compress_roundtrip_with_permutations) {
   row_perm[0] = row_perm[1];
   CHECK_THROWS(hinm_compress(make_matrix(f.w.data(), DType::f32, f.r, f.k), Matrix{}, view, col_idx.data(), nullptr),
                std::invalid_argument);
+}
+
+TEST(hinm_validate_names_each_corruption) {
+  Fixture f;
+  const int64_t slots = f.tiles() * f.v, kc = f.kt / 2;
+  std::vector<float> values(slots * kc);
+  std::vector<uint8_t> pos(slots * kc);
+  std::vector<int32_t> col_idx(f.tiles() * f.kt);
+  HiNMView view;
+  view.rows = f.r; view.cols = f.k; view.v = f.v; view.kept = f.kt; view.pattern = f.p;
+  view.values = make_matrix(values.data(), DType::f32, slots, kc);
+  view.positions = make_matrix(pos.data(), DType::u8, slots, kc);
+  hinm_compress(make_matrix(f.w.data(), DType::f32, f.r, f.k), Matrix{}, view, col_idx.data(), nullptr);
+  view.col_idx = col_idx.data();
+  hinm_validate(view);
+  auto rejects = [&](auto edit, const char* needle) {
+    auto v2 = values; auto p2 = pos; auto c2 = col_idx;
+    edit(v2, p2, c2);
+    HiNMView broken = view;
+    broken.values = make_matrix(v2.data(), DType::f32, slots, kc);
+    broken.positions = make_matrix(p2.data(), DType::u8, slots, kc);
+    broken.col_idx = c2.data();
+    try {
+      hinm_validate(broken);
+      CHECK(!"corruption accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find(needle) != std::string::npos);
+    }
+  };
+  rejects([&](auto&, auto&, auto& c) { c[5] = int32_t(f.k); }, "out of range");
+  rejects([&](auto&, auto&, auto& c) { c[f.kt + 1] = c[f.kt]; }, "twice");
+  rejects([&](auto&, auto& p, auto&) { p[1] = p[0]; }, "strictly increasing");
+  rejects([&](auto&, auto& p, auto&) { p[2] = 4; }, "strictly increasing");
+  rejects([&](auto& v, auto&, auto&) { v[(slots - 1) * kc] = 1.f; }, "padding slot");
+  std::vector<int64_t> bad_perm(f.r, 0);
+  view.row_perm = bad_perm.data();
+  CHECK_THROWS(hinm_validate(view), std::invalid_argument);
 }

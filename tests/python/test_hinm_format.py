@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hinm
-from conftest import needs_torch
+from conftest import needs_cuda, needs_torch
 
 
 def ref_hinm_mask(scores, cfg, row_perm=None, col_order=None):
@@ -500,3 +500,16 @@ def test_validate_names_the_bad_field(rng):
         hinm.HiNMTensor(None, sd["indices"], sd["col_idx"], sd["row_perm"], (70, 24), h.config).validate()
     with pytest.raises(ValueError, match="config"):
         hinm.HiNMTensor(sd["values"], sd["indices"], sd["col_idx"], sd["row_perm"], (70, 24), "2:4").validate()
+
+
+@needs_cuda
+def test_cuda_resident_weight_compresses_on_host_and_comes_back():
+    import torch
+
+    w = torch.randn(64, 64, dtype=torch.float16)
+    h_cpu = hinm.compress(w, "hinm:v32:0.5:2:4")
+    h = hinm.compress(w.cuda(), "hinm:v32:0.5:2:4")
+    assert h.values.is_cuda and h.indices.is_cuda and h.sptc_meta.is_cuda
+    dense = h.to_dense()
+    assert dense.is_cuda and torch.equal(dense.cpu(), h_cpu.to_dense())
+    h.validate()
