@@ -30,8 +30,8 @@ CHAINS = [["2:4", "1:8", "1:16"], ["1:4", "1:8", "1:16"], ["4:8", "1:16", "1:16"
 EXTRA_SERIES = ["2:4+2:8", "2:8+1:16", "4:8+1:16"]
 UNIFORM = ["1:4", "2:8", "2:4", "4:8", "3:4", "6:8", "7:8", "12:16", "14:16", "15:16"]
 TASDER_MENU = {
-    "weight": ["7:8", "3:4+1:16", "3:4", "2:4+1:8", "4:8+1:16", "2:4"],
-    "activation": ["7:8", "3:4+1:16", "3:4", "2:4+1:8", "2:4"],
+    "weight": ["7:8", "3:4+1:16", "3:4"],
+    "activation": ["7:8", "3:4+1:16", "3:4", "2:4+1:8"],
 }
 
 
@@ -98,10 +98,10 @@ def evaluate_plan(model, plan, judge) -> tuple:
         undo()
 
 
-def uniform_baselines(model, judge, calibration) -> list:
+def uniform_baselines(model, judge, calibration, configs) -> list:
     out = []
     for kind in ("weight", "activation"):
-        for s in UNIFORM:
+        for s in configs:
             plan = hinm.uniform_plan(model, calibration, kind, s, layers=encoder_layer)
             cos, top1 = evaluate_plan(model, plan, judge)
             out.append({"kind": kind, "series": s, "mac_reduction": plan.mac_reduction, "eval_cos": cos,
@@ -111,10 +111,13 @@ def uniform_baselines(model, judge, calibration) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calib", type=int, default=40, help="calibration sentences (search)")
+    ap.add_argument("--calib", type=int, default=24, help="calibration sentences (search)")
     ap.add_argument("--eval", type=int, default=256, help="held-out sentences (verification)")
     ap.add_argument("--margin", type=float, default=0.003, help="search at target + margin (held-out safety)")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.99, 0.98])
+    ap.add_argument("--uniform", nargs="+", default=UNIFORM, help="uniform single N:M configs to compare with")
+    ap.add_argument("--no-errors", action="store_true", help="skip the per-layer error table")
+    ap.add_argument("--name", default="bench_tasd", help="base name of the JSON/PNG files")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,12 +125,13 @@ def main() -> None:
     model = load_minilm()
 
     t0 = time.time()
-    errors = layer_errors(model)
-    print_errors(errors)
+    errors = {"layers": 0, "rows": []} if args.no_errors else layer_errors(model)
+    if errors["rows"]:
+        print_errors(errors)
 
     judge = Judge(model, args.calib, args.eval)
     calibration = lambda m: encode(m, judge.calib)  # noqa: E731
-    baselines = uniform_baselines(model, judge, calibration)
+    baselines = uniform_baselines(model, judge, calibration, args.uniform)
     print("\nUniform single N:M configs (every encoder nn.Linear), held-out quality")
     print(f"{'kind':>10} {'N:M':>6} {'MAC cut':>8} {'mean cos':>9} {'top-1':>6}")
     for b in baselines:
@@ -149,7 +153,7 @@ def main() -> None:
                       "evaluations": len(plan.history), "seconds": time.time() - t,
                       "best_uniform": best, "beats_uniform": best is None or plan.mac_reduction > best["mac_reduction"],
                       "plan": json.loads(plan.to_json())})
-        log_partial(args.out, plans)
+        log_partial(args.out, args.name, plans)
 
     print("\nTASDER vs the best uniform single N:M config meeting the target on held-out sentences")
     print(f"{'target':>6} {'TASDER MAC cut':>14} {'eval cos':>9} {'top-1':>6} {'meets':>5} "
@@ -168,15 +172,15 @@ def main() -> None:
     result = {"model": "all-MiniLM-L6-v2", "calib_sentences": args.calib, "eval_sentences": args.eval,
               "margin": args.margin, "errors": errors, "uniform": baselines, "tasder": plans,
               "seconds": time.time() - t0}
-    with open(os.path.join(args.out, "bench_tasd.json"), "w") as f:
+    with open(os.path.join(args.out, args.name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(result, os.path.join(args.out, "bench_tasd.png"))
-    print(f"\nwrote {args.out}/bench_tasd.json and bench_tasd.png ({time.time() - t0:.0f} s)")
+    plot(result, os.path.join(args.out, args.name + ".png"))
+    print(f"\nwrote {args.out}/{args.name}.json and .png ({time.time() - t0:.0f} s)")
 
 
-def log_partial(out: str, plans: list) -> None:
+def log_partial(out: str, name: str, plans: list) -> None:
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "bench_tasd_partial.json"), "w") as f:
+    with open(os.path.join(out, name + "_partial.json"), "w") as f:
         json.dump(plans, f, indent=1)
 
 

@@ -74,10 +74,6 @@ def check_series_k(configs: Sequence[Config], k: int, what: str = "K") -> None:
                              f"{series_string(configs)!r}")
 
 
-def _term_density(term: Any) -> float:
-    return float(term.density) if not isinstance(term.density, (tuple, list)) else float(term.density[0])
-
-
 @dataclass(frozen=True, eq=False)
 class TASDSeries:
     """An [R, K] tensor as a sum of structured terms (NMTensor, or a HiNMTensor first)."""
@@ -96,7 +92,7 @@ class TASDSeries:
     @property
     def density(self) -> float:
         """Compute density: the sum of the terms' densities (MACs relative to a dense GEMM)."""
-        return float(sum(_term_density(t) for t in self.terms))
+        return float(sum(float(t.density) for t in self.terms))
 
     @property
     def dtype(self) -> str:

@@ -8,8 +8,9 @@ above `target × dense quality`, without any fine-tuning:
 1. one calibration pass records each layer's input rows (tokens) and a sample of its inputs;
 2. each (layer, menu entry) gets a proxy cost: the relative error of that layer's output on the
    sample, and a saving: (1 − density) × layer MACs;
-3. candidates are tried in order of saving per unit of proxy error (greedy, deterministic); a move
-   is kept if the model still meets the target, otherwise undone. A rejected move makes every
+3. candidates are tried menu level by level, densest first, and within a level in order of saving
+   per unit of proxy error (greedy, deterministic); a move is kept if the model still meets the
+   target, otherwise undone. A rejected move makes every
    move of the same layer and kind with a larger proxy error skip its (doomed) evaluation.
 
 The result is a `TASDERPlan`: a plain JSON-saveable config that `.apply(model)` swaps in."""
@@ -290,8 +291,10 @@ def _candidates(linears, profile, menu, thresholds) -> List[_Candidate]:
                 d = series_density(series)
                 cands.append(_Candidate(name, kind, series, d, (1.0 - d) * macs, err))
     order = {n: i for i, n in enumerate(linears)}
-    # Most saving per unit of error first; ties by layer order, kind, then series (deterministic).
-    cands.sort(key=lambda c: (-c.saving / (c.error + 1e-12), order[c.layer], c.kind, c.series))
+    # Menu levels from the densest down, so that the cheap-to-keep moves on every layer come before
+    # deep cuts on a few (which would spend the whole quality budget); within a level, most saving
+    # per unit of error first; ties by layer order, kind, then series (deterministic).
+    cands.sort(key=lambda c: (-c.density, -c.saving / (c.error + 1e-12), order[c.layer], c.kind, c.series))
     return cands
 
 
