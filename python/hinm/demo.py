@@ -191,7 +191,8 @@ def render_markdown(report: dict, figures: List[str]) -> str:
         "",
         f"hinm {report['hinm']}, torch {report['torch']}, {report['torch_threads']} threads; "
         f"{report['calibration_sentences']} calibration and {report['eval_sentences']} held-out evaluation "
-        "sentences from Python's documentation (pydoc_data.topics), disjoint. Every nn.Linear (36) is pruned.",
+        "sentences from Python's documentation (pydoc_data.topics), disjoint. Every nn.Linear "
+        f"({max((len(v) for v in report['layers'].values()), default=0)}) is pruned.",
         "",
         "Quality: mean cosine of the pruned model's sentence embeddings to the dense ones, top-1 "
         "nearest-neighbour agreement in brackets. Reconstruction = SparseGPT-style walk with the "
