@@ -182,7 +182,8 @@ void sptc_compress(const Matrix& dense, const Matrix& values, const Matrix& meta
             v(i, 2 * q + 1) = c[sptc::code_second(code)];
           }
           int shift;
-          words[local_word(g, m, i, q, &shift)] |= code << shift;
+          const int64_t w = local_word(g, m, i, q, &shift);  // sets shift: evaluate first
+          words[w] |= code << shift;
         }
       }
       store_block_words(meta, words, g, m, k, R);
@@ -220,7 +221,8 @@ void sptc_decompress(const Matrix& values, const Matrix& metadata, const Matrix&
         for (int64_t c = 0; c < k; ++c) d(i, c) = T{0};
         for (int64_t q = 0; q < nchunks; ++q) {
           int shift;
-          const uint32_t code = words[local_word(g, m, i, q, &shift)] >> shift & 0xFu;
+          const int64_t w = local_word(g, m, i, q, &shift);
+          const uint32_t code = words[w] >> shift & 0xFu;
           if (!sptc::code_is_ordered(code, kind)) {
             err.note(R, i, q, int(code));
             continue;
@@ -281,7 +283,8 @@ void sptc_metadata_from_positions(const Matrix& positions, DType value_dtype, co
           code = sptc::code_of(p0, p1);
         }
         int shift;
-        words[local_word(g, m, i, q, &shift)] |= code << shift;
+        const int64_t w = local_word(g, m, i, q, &shift);  // sets shift: evaluate first
+        words[w] |= code << shift;
       }
     }
     store_block_words(meta, words, g, m, k, R);
