@@ -71,14 +71,7 @@ void hinm_compress(const Matrix& weight, const Matrix& scores_in, const HiNMView
   check_view_shapes(shape);
 
   std::vector<float> owned;
-  Matrix scores = scores_in;
-  if (scores.data == nullptr) {
-    owned.resize(static_cast<size_t>(weight.rows * weight.cols));
-    scores = make_matrix(owned.data(), DType::f32, weight.rows, weight.cols);
-    abs_scores(weight, scores);
-  } else if (scores.rows != weight.rows || scores.cols != weight.cols) {
-    throw std::invalid_argument("scores must have the shape of the weight");
-  }
+  const Matrix scores = scores_or_magnitude(weight, scores_in, owned);
   hinm_select_columns(scores, out.v, out.kept, out.row_perm, col_order, col_idx_out);
   if (scores.dtype == DType::f32)
     compress_rows(weight, view_as<const float>(scores), out, col_idx_out);

@@ -22,6 +22,19 @@ void abs_scores(const Matrix& weight, const Matrix& scores) {
   });
 }
 
+Matrix scores_or_magnitude(const Matrix& weight, const Matrix& scores, std::vector<float>& owned) {
+  if (scores.data == nullptr) {
+    owned.resize(static_cast<size_t>(weight.rows * weight.cols));
+    const Matrix magnitude = make_matrix(owned.data(), DType::f32, weight.rows, weight.cols);
+    abs_scores(weight, magnitude);
+    return magnitude;
+  }
+  if (scores.rows != weight.rows || scores.cols != weight.cols)
+    throw std::invalid_argument("scores must have the shape of the weight");
+  check_scores_finite(scores);
+  return scores;
+}
+
 void compress_nm(const Matrix& weight, const Matrix& scores_in, NMPattern p, const Matrix& values,
                  const Matrix& positions) {
   p.validate();
@@ -32,16 +45,7 @@ void compress_nm(const Matrix& weight, const Matrix& scores_in, NMPattern p, con
   require(positions, "positions", DType::u8, weight.rows, kc);
 
   std::vector<float> owned;
-  Matrix scores = scores_in;
-  if (scores.data == nullptr) {
-    owned.resize(static_cast<size_t>(weight.rows * weight.cols));
-    scores = make_matrix(owned.data(), DType::f32, weight.rows, weight.cols);
-    abs_scores(weight, scores);
-  } else {
-    if (scores.rows != weight.rows || scores.cols != weight.cols)
-      throw std::invalid_argument("scores must have the shape of the weight");
-    check_scores_finite(scores);
-  }
+  const Matrix scores = scores_or_magnitude(weight, scores_in, owned);
 
   dispatch_by_width(weight.dtype, [&](auto tag) {
     using T = decltype(tag);

@@ -2,6 +2,8 @@
 // ascending position) and positions [R, K*n/m] (uint8, the in-group index of each value).
 #pragma once
 
+#include <vector>
+
 #include "hinm/matrix.hpp"
 #include "hinm/pattern.hpp"
 
@@ -21,5 +23,9 @@ void validate_nm_positions(const Matrix& positions, NMPattern p);
 
 // |w| of every element as float32 (the default saliency).
 void abs_scores(const Matrix& weight, const Matrix& scores);
+
+// The scores a compressor ranks by: `scores` itself (checked: the weight's shape, finite) or, when
+// it is empty (data == nullptr), |weight| written into `owned`, which must outlive the result.
+Matrix scores_or_magnitude(const Matrix& weight, const Matrix& scores, std::vector<float>& owned);
 
 }  // namespace hinm
