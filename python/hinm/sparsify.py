@@ -190,7 +190,7 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
               calibration_token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
               calibration_stats: Optional[Dict[str, LayerStats]] = None,
               damp: float = 0.01, seed: int = 0, time_budget: Optional[float] = None,
-              threads: Optional[int] = None, progress: bool = True) -> SparsifyReport:
+              threads: Optional[int] = None, progress: bool = True, fold_permutations: bool = True) -> SparsifyReport:
     """Prune `model`'s nn.Linear layers in place; returns a per-layer SparsifyReport.
 
     config: HiNMConfig / NMConfig / pattern string ('hinm:v64:0.5:2:4', '2:4'), or
@@ -203,7 +203,10 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
         hinm.calibration.collect_stats on the dense model, saves that pass when not sequential); enables saliency 'activation' (the default then) / 'obs'
         and `reconstruct` (True = 'sparsegpt+refit', or a method name from reconstruct.METHODS).
     sequential: with reconstruction, take each layer's inputs from the already-pruned model.
-    compress: swap in HiNMLinear modules (False: keep nn.Linear with pruned weights)."""
+    compress: swap in HiNMLinear modules (False: keep nn.Linear with pruned weights).
+    fold_permutations: with compress, move the row permutation of each transformer MLP's
+        up-projection into its down-projection's column gather (hinm.nn.fold_mlp_permutations:
+        same outputs bit for bit, faster; the two modules are then a permuted pair)."""
     start = time.perf_counter()
     config = parse_any_config(config)
     if isinstance(config, Unstructured) and compress:
@@ -265,6 +268,12 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
         if bar is not None:
             bar.close()
         model.train(was_training)
+    if compress and fold_permutations:
+        from .nn import fold_mlp_permutations
+
+        folded = fold_mlp_permutations(model)
+        if folded:
+            log.info("hinm.sparsify_: folded the row permutation of %d MLP layers into the next layer", len(folded))
     ordered = tuple(reports[n] for n in layers if n in reports)
     return SparsifyReport(str(config), permute if not isinstance(config, Unstructured) else "identity", saliency,
                           method, seq, ordered, tuple(skipped), time.perf_counter() - start)
