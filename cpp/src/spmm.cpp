@@ -59,21 +59,40 @@ void check_view(const HiNMView& w) {
   const int64_t slots = w.rows == 0 ? 0 : w.slots();
   require(w.values, "weight values", w.values.dtype, slots, w.compressed_cols());
   require(w.positions, "weight positions", DType::u8, slots, w.compressed_cols());
+  // Checked on every call (the arrays may have been edited in place since the last one), so the
+  // checks are branch-free passes; the slow loops only run to name the offending entry.
   if (w.col_idx) {
     const int64_t n = w.tiles() * w.kept;
-    for (int64_t i = 0; i < n; ++i)
-      if (w.col_idx[i] < 0 || w.col_idx[i] >= w.cols)
-        bad("weight: col_idx[" + std::to_string(i) + "]=" + std::to_string(w.col_idx[i]) + " is outside [0, " +
-            std::to_string(w.cols) + ")");
+    const uint32_t limit = uint32_t(w.cols);
+    uint32_t outside = 0;
+    for (int64_t i = 0; i < n; ++i) outside |= uint32_t(uint32_t(w.col_idx[i]) >= limit);
+    if (outside)
+      for (int64_t i = 0; i < n; ++i)
+        if (w.col_idx[i] < 0 || w.col_idx[i] >= w.cols)
+          bad("weight: col_idx[" + std::to_string(i) + "]=" + std::to_string(w.col_idx[i]) + " is outside [0, " +
+              std::to_string(w.cols) + ")");
   }
   if (w.row_perm) {  // a permutation: every output row written by exactly one slot
-    std::vector<char> seen(size_t(w.rows), 0);
-    for (int64_t s = 0; s < w.rows; ++s) {
-      const int64_t r = w.row_perm[s];
-      if (r < 0 || r >= w.rows || seen[size_t(r)])
-        bad("weight: row_perm is not a permutation of range(" + std::to_string(w.rows) + ") (at slot " +
-            std::to_string(s) + ")");
-      seen[size_t(r)] = 1;
+    thread_local std::vector<uint8_t> seen;
+    seen.assign(size_t(w.rows), 0);
+    uint64_t outside = 0;
+    for (int64_t s = 0; s < w.rows; ++s) outside |= uint64_t(w.row_perm[s]) >= uint64_t(w.rows);
+    unsigned repeated = 0;
+    if (!outside)
+      for (int64_t s = 0; s < w.rows; ++s) {
+        uint8_t& mark = seen[size_t(w.row_perm[s])];
+        repeated |= mark;
+        mark = 1;
+      }
+    if (outside || repeated) {
+      std::fill(seen.begin(), seen.end(), uint8_t(0));
+      for (int64_t s = 0; s < w.rows; ++s) {
+        const int64_t r = w.row_perm[s];
+        if (r < 0 || r >= w.rows || seen[size_t(r)])
+          bad("weight: row_perm is not a permutation of range(" + std::to_string(w.rows) + ") (at slot " +
+              std::to_string(s) + ")");
+        seen[size_t(r)] = 1;
+      }
     }
   }
 }
@@ -147,12 +166,32 @@ bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   return rows_cost < panel_cost || n <= 2;
 }
 
+// Writes the kernel's totals (results[i * 4 + b]) of rows [s0, s0 + rows) for activations
+// [b0, b0 + nb): the common no-bias, no-accumulate, identity-permutation case without branches.
+void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, const float* results) {
+  const HiNMView& w = *p.w;
+  if (!p.bias && !p.accumulate && !w.row_perm) {
+    for (int b = 0; b < nb; ++b) {
+      float* dst = p.out + (b0 + b) * p.out_b + s0 * p.out_r;
+      for (int64_t i = 0; i < rows; ++i) dst[i * p.out_r] = results[i * 4 + b];
+    }
+    return;
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r = out_row(w, s0 + i);
+    for (int b = 0; b < nb; ++b) store(p, b0 + b, r, results[i * 4 + b]);
+  }
+}
+
 void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const HiNMView& w = *p.w;
   const int64_t blocks = spmm_mask_blocks(w);
-  const auto items = row_items(w, 32);
+  // Activations are used in place when they are already dense over the kept columns; otherwise
+  // each item gathers them once, so gathering items take whole tiles (up to 128 rows).
+  const bool direct = !w.col_idx && (p.linear_layout || p.act_c == 1);
+  const int64_t chunk = direct ? 32 : std::max<int64_t>(32, std::min<int64_t>(w.v, 128));
+  const auto items = row_items(w, chunk);
   const int64_t grain = small_problem(p) ? int64_t(items.size()) : 1;
-  const bool direct = p.linear_layout && !w.col_idx;  // x rows are already dense over the kept columns
   const int esize = dtype_size(w.values.dtype);
   parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
@@ -187,14 +226,15 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
             continue;
           }
           float* g = gathered + b * blocks * 16;
-          for (int64_t c = 0; c < w.kept; ++c) g[c] = src[(cols ? cols[c] : c) * p.act_c];
+          if (cols) {
+            for (int64_t c = 0; c < w.kept; ++c) g[c] = src[cols[c] * p.act_c];
+          } else {
+            for (int64_t c = 0; c < w.kept; ++c) g[c] = src[c * p.act_c];
+          }
           a.x[b] = g;
         }
         k.rows(a);
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t r = out_row(w, item.s0 + i);
-          for (int b = 0; b < a.batch; ++b) store(p, b0 + b, r, results[i * 4 + b]);
-        }
+        store_rows(p, item.s0, rows, b0, a.batch, results);
       }
     }
   });

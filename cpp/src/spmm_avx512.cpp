@@ -90,6 +90,61 @@ HINM_AVX512 inline __m512 load_vals(const T* p, unsigned cnt) {
 }
 HINM_AVX512 inline __m512 load_vals_bf16(const uint16_t* p, unsigned cnt) { return load_bf16(p, cnt); }
 
+// 16 whole values, no mask (the main loops; the tails use the masked loads above).
+template <class T, bool BF16>
+HINM_AVX512 inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, int8_t>) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else if constexpr (BF16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+}
+template <class T, bool BF16>
+HINM_AVX512 inline __m512 load_n(const T* p, unsigned cnt) {
+  if constexpr (BF16) return load_vals_bf16(reinterpret_cast<const uint16_t*>(p), cnt);
+  else return load_vals(p, cnt);
+}
+
+// --- horizontal sums: four vectors -> their four totals (lanes 0..3), one shuffle tree instead
+// of four separate reductions (the rows kernels end every row with one).
+HINM_AVX512 inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  // 512 -> 256: [a0 lo+hi | a1 lo+hi], [a2 .. | a3 ..]
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(3, 2, 3, 2)));
+  // 256 -> 128: quad q holds row q's four partial sums
+  __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_shuffle_f32x4(s01, s23, _MM_SHUFFLE(3, 1, 3, 1)));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+}
+
+// out[(r0 + i) * 4 + b] = total of acc[i][b]. Groups of four vectors share one tree; the order of
+// additions inside a row's total is the same whatever the group.
+template <int RB, int B>
+HINM_AVX512 inline void store_totals(__m512 (&acc)[RB][B], float* out, int64_t r0) {
+  constexpr int N = RB * B;
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int g = 0; g < N; g += 4) {
+    __m512 v[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) v[q] = g + q < N ? acc[(g + q) / B][(g + q) % B] : zero;
+    alignas(16) float tot[4];
+    _mm_store_ps(tot, reduce4(v[0], v[1], v[2], v[3]));
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q)
+      if (g + q < N) out[(r0 + (g + q) / B) * 4 + (g + q) % B] = tot[q];
+  }
+}
+
 // --- rows kernel: RB rows x B activations; weights decoded by mask expansion ------------------
 template <class T, bool BF16, int RB, int B>
 HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
@@ -102,38 +157,37 @@ HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
     vp[i] = static_cast<const T*>(a.vals) + (r0 + i) * a.vals_stride;
     mp[i] = a.masks + (r0 + i) * a.mask_stride;
   }
+  const int64_t whole = a.kept / 16;  // blocks of 16 kept columns: unmasked activation loads
   for (int64_t blk = 0; blk < a.blocks; ++blk) {
-    const int64_t left = a.kept - blk * 16;
-    const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u);
     __m512 xv[B];
-    for (int b = 0; b < B; ++b) xv[b] = _mm512_maskz_loadu_ps(valid, a.x[b] + blk * 16);
+    if (blk < whole) {
+      for (int b = 0; b < B; ++b) xv[b] = _mm512_loadu_ps(a.x[b] + blk * 16);
+    } else {
+      const __mmask16 valid = __mmask16((1u << (a.kept - blk * 16)) - 1u);
+      for (int b = 0; b < B; ++b) xv[b] = _mm512_maskz_loadu_ps(valid, a.x[b] + blk * 16);
+    }
     for (int i = 0; i < RB; ++i) {
       const unsigned m = mp[i][blk];
       const unsigned cnt = unsigned(__builtin_popcount(m));
-      __m512 raw;
-      if constexpr (BF16) raw = load_vals_bf16(reinterpret_cast<const uint16_t*>(vp[i]), cnt);
-      else raw = load_vals(vp[i], cnt);
+      const __m512 raw = load_n<T, BF16>(vp[i], cnt);
       vp[i] += cnt;
       const __m512 wv = _mm512_maskz_expand_ps(__mmask16(m), raw);
       for (int b = 0; b < B; ++b) acc[i][b] = _mm512_fmadd_ps(wv, xv[b], acc[i][b]);
     }
   }
-  for (int i = 0; i < RB; ++i)
-    for (int b = 0; b < B; ++b) a.out[(r0 + i) * 4 + b] = _mm512_reduce_add_ps(acc[i][b]);
+  store_totals<RB, B>(acc, a.out, r0);
 }
 
 // m == 2n: 16 values cover 32 kept columns; their activations come from two registers by a
-// permute indexed by (value / n) * m + position.
+// permute indexed by (value / n) * m + position. The main loop runs over whole steps of 16
+// values without masks; the last partial step (cnt % 16 values) is masked.
 template <class T, bool BF16, int RB, int B>
-HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0) {
+HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
   __m512 acc[RB][B];
 #pragma GCC unroll 16
   for (int i = 0; i < RB; ++i)
 #pragma GCC unroll 4
     for (int b = 0; b < B; ++b) acc[i][b] = _mm512_setzero_ps();
-  alignas(64) int32_t base_arr[16];
-  for (int j = 0; j < 16; ++j) base_arr[j] = (j / a.n) * a.m;
-  const __m512i base = _mm512_load_si512(base_arr);
   const T* vp[RB];
   const uint8_t* pp[RB];
 #pragma GCC unroll 16
@@ -141,44 +195,59 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0) {
     vp[i] = static_cast<const T*>(a.vals) + (r0 + i) * a.vals_stride;
     pp[i] = a.pos + (r0 + i) * a.pos_stride;
   }
-  for (int64_t j = 0; j < a.cnt; j += 16) {
-    const int64_t left_v = a.cnt - j, left_x = a.kept - 2 * j;
-    const unsigned nv = left_v >= 16 ? 16u : unsigned(left_v);
-    const __mmask16 vmask = __mmask16((1u << nv) - 1u);
-    const __mmask16 xlo_m = left_x >= 16 ? __mmask16(0xffff) : __mmask16((1u << left_x) - 1u);
-    const __mmask16 xhi_m = left_x >= 32 ? __mmask16(0xffff) : left_x <= 16 ? __mmask16(0)
-                                                              : __mmask16((1u << (left_x - 16)) - 1u);
+  const int64_t whole = a.cnt & ~int64_t(15);
+  for (int64_t j = 0; j < whole; j += 16) {
     __m512 xlo[B], xhi[B];
 #pragma GCC unroll 4
     for (int b = 0; b < B; ++b) {
-      xlo[b] = _mm512_maskz_loadu_ps(xlo_m, a.x[b] + 2 * j);
-      xhi[b] = _mm512_maskz_loadu_ps(xhi_m, a.x[b] + 2 * j + 16);
+      xlo[b] = _mm512_loadu_ps(a.x[b] + 2 * j);
+      xhi[b] = _mm512_loadu_ps(a.x[b] + 2 * j + 16);
     }
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) {
-      const __m512i idx =
-          _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(vmask, pp[i] + j)), base);
-      __m512 wv;
-      if constexpr (BF16) wv = load_vals_bf16(reinterpret_cast<const uint16_t*>(vp[i]) + j, nv);
-      else wv = load_vals(vp[i] + j, nv);
+      const __m512i idx = _mm512_add_epi32(
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pp[i] + j))), base);
+      const __m512 wv = load16<T, BF16>(vp[i] + j);
 #pragma GCC unroll 4
       for (int b = 0; b < B; ++b)
         acc[i][b] = _mm512_fmadd_ps(wv, _mm512_permutex2var_ps(xlo[b], idx, xhi[b]), acc[i][b]);
     }
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < RB; ++i)
+  if (whole < a.cnt) {
+    // Lanes past the last value index zeroed activations (their base points past the kept columns).
+    const unsigned nv = unsigned(a.cnt - whole);
+    const int64_t left_x = a.kept - 2 * whole;  // < 32
+    const __mmask16 vmask = __mmask16((1u << nv) - 1u);
+    const __mmask16 xlo_m = left_x >= 16 ? __mmask16(0xffff) : __mmask16((1u << left_x) - 1u);
+    const __mmask16 xhi_m = left_x <= 16 ? __mmask16(0) : __mmask16((1u << (left_x - 16)) - 1u);
+    __m512 xlo[B], xhi[B];
 #pragma GCC unroll 4
-    for (int b = 0; b < B; ++b) a.out[(r0 + i) * 4 + b] = _mm512_reduce_add_ps(acc[i][b]);
+    for (int b = 0; b < B; ++b) {
+      xlo[b] = _mm512_maskz_loadu_ps(xlo_m, a.x[b] + 2 * whole);
+      xhi[b] = _mm512_maskz_loadu_ps(xhi_m, a.x[b] + 2 * whole + 16);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i) {
+      const __m512i idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(vmask, pp[i] + whole)), base);
+      const __m512 wv = load_n<T, BF16>(vp[i] + whole, nv);
+#pragma GCC unroll 4
+      for (int b = 0; b < B; ++b)
+        acc[i][b] = _mm512_fmadd_ps(wv, _mm512_permutex2var_ps(xlo[b], idx, xhi[b]), acc[i][b]);
+    }
+  }
+  store_totals<RB, B>(acc, a.out, r0);
 }
 
 template <class T, bool BF16, int B>
 HINM_AVX512 void rows_b(const RowsArgs& a) {
-  constexpr int RB = B <= 2 ? 4 : 2;
+  constexpr int RB = B == 1 ? 8 : B == 2 ? 4 : 2;
   int64_t r = 0;
   if (rows_uses_positions(a.n, a.m)) {
-    for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B>(a, r);
-    for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B>(a, r);
+    alignas(64) int32_t base_arr[16];
+    for (int j = 0; j < 16; ++j) base_arr[j] = (j / a.n) * a.m;
+    const __m512i base = _mm512_load_si512(base_arr);
+    for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B>(a, r, base);
+    for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B>(a, r, base);
     return;
   }
   for (; r + RB <= a.rows; r += RB) rows_rb<T, BF16, RB, B>(a, r);

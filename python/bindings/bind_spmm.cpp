@@ -33,9 +33,55 @@ hinm::HiNMView make_view(InArray values, InArray positions, const std::optional<
   return w;
 }
 
+// A weight prepared once for repeated products: the view plus the arrays it points into (held
+// here, so the pointers stay valid) and the optional kernel masks. Per call only the activations
+// and the output cross the binding.
+struct SpmmWeight {
+  hinm::HiNMView view;
+  InArray values, positions;
+  std::optional<InArray> col_idx, row_perm, masks;
+  hinm::Matrix mask_view;
+
+  const hinm::Matrix* mask_ptr() const { return masks ? &mask_view : nullptr; }
+};
+
 }  // namespace
 
 void bind_spmm(nb::module_& m) {
+  nb::class_<SpmmWeight>(m, "SpmmWeight")
+      .def_prop_ro("rows", [](const SpmmWeight& w) { return w.view.rows; })
+      .def_prop_ro("cols", [](const SpmmWeight& w) { return w.view.cols; });
+
+  m.def("spmm_weight", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+                          std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
+                          int mm, std::optional<InArray> masks) {
+    SpmmWeight w{make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm), values, positions,
+                 col_idx, row_perm, masks, as_optional_matrix(masks, "masks")};
+    return w;
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
+     nb::arg("masks").none());
+
+  m.def("linear_w", [](const SpmmWeight& w, InArray x, std::optional<InArray> bias, OutArray out, bool accumulate) {
+    auto xm = as_matrix(x, "x");
+    auto om = as_matrix(out, "out");
+    const float* bp = nullptr;
+    if (bias) {
+      auto bm = as_matrix(*bias, "bias");
+      hinm::require(bm, "bias", hinm::DType::f32, 1, w.view.rows);
+      bp = static_cast<const float*>(bm.data);
+    }
+    nb::gil_scoped_release nogil;
+    hinm::linear(xm, w.view, bp, om, accumulate, w.mask_ptr());
+  }, nb::arg("w"), nb::arg("x"), nb::arg("bias").none(), nb::arg("out"), nb::arg("accumulate"));
+
+  m.def("spmm_w", [](const SpmmWeight& w, InArray b, OutArray out, bool accumulate) {
+    auto bm = as_matrix(b, "b");
+    auto om = as_matrix(out, "out");
+    nb::gil_scoped_release nogil;
+    hinm::spmm(w.view, bm, om, accumulate, w.mask_ptr());
+  }, nb::arg("w"), nb::arg("b"), nb::arg("out"), nb::arg("accumulate"));
+
   m.def("spmm", [](InArray values, InArray positions, std::optional<InArray> col_idx, std::optional<InArray> row_perm,
                    int64_t rows, int64_t cols, int v, int64_t kept, int n, int mm, InArray b, OutArray out,
                    bool accumulate, std::optional<InArray> masks) {

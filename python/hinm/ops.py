@@ -11,6 +11,7 @@ any thread count."""
 
 from __future__ import annotations
 
+import sys
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -75,7 +76,7 @@ def _weight(w: Any) -> _Weight:
 
 
 def _cached(w: Any) -> Optional[list]:
-    """[arrays, -, parts, masks] remembered for w, while w still holds those arrays."""
+    """[arrays, prepared, parts, masks] remembered for w, while w still holds those arrays."""
     try:
         hit = _MASKS.get(w)
     except TypeError:  # not weak-referenceable: nothing is cached
@@ -113,6 +114,80 @@ def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
     return masks
 
 
+# --- fast path -------------------------------------------------------------------------------
+# A small product is mostly overhead, so repeated calls with the same weight skip the generic
+# path: the weight's arrays, shape and masks go to C++ once (_C.SpmmWeight, cached per weight
+# object by id, checked by a weak reference and the identity of its arrays), and per call only
+# plain float32 activations and outputs are checked here; everything else (and every error)
+# takes the generic path below, which gives the precise messages.
+_FAST: dict = {}
+_F32 = np.dtype(np.float32)
+
+
+class _Prepared:
+    __slots__ = ("ref", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols")
+
+
+def _prepare(w: Any, parts: _Weight) -> None:
+    """Remembers the prepared C++ weight of w (when w can be weakly referenced)."""
+    masks = _masks(w, parts)
+    try:
+        key = id(w)
+        ref = weakref.ref(w, lambda _, key=key: _FAST.pop(key, None))
+    except TypeError:
+        return
+    p = _Prepared()
+    p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
+    p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
+    p.weight = _C.spmm_weight(*parts.args(), masks)
+    p.rows, p.cols = parts.rows, parts.cols
+    _FAST[key] = p
+
+
+def _fast(w: Any) -> Optional[_Prepared]:
+    p = _FAST.get(id(w))
+    if (p is not None and p.ref() is w and p.values is w.values and p.indices is w.indices
+            and p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
+        return p
+    return None
+
+
+def _plain(a: Any) -> Optional[np.ndarray]:
+    """a as a numpy view when it is a float32 CPU array/tensor the kernels take as is, else None."""
+    if type(a) is np.ndarray:
+        return a if a.dtype is _F32 or a.dtype == _F32 else None
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor) and a.dtype is torch.float32 and a.is_cpu \
+            and not a.requires_grad:
+        return a.numpy()
+    return None
+
+
+def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) -> Any:
+    """The product on the fast path, or NotImplemented where the generic path must run."""
+    xn = _plain(x)
+    if xn is None or xn.ndim != 2 or xn.shape[1] != p.cols:
+        return NotImplemented
+    if bias is not None:
+        bias = _plain(bias)
+        if bias is None or bias.ndim != 1:
+            return NotImplemented
+    if out is None:
+        if accumulate:
+            return NotImplemented
+        yn = np.empty((xn.shape[0], p.rows), _F32)
+        y = yn if type(x) is np.ndarray else sys.modules["torch"].from_numpy(yn)
+    else:
+        y, yn = out, _plain(out)
+        if yn is None or yn.ndim != 2 or not yn.flags.c_contiguous:
+            return NotImplemented
+    try:
+        _C.linear_w(p.weight, xn, bias, yn, accumulate)
+    except (TypeError, ValueError):
+        return NotImplemented  # the generic path names the problem
+    return y
+
+
 def _is_contiguous(a: Any) -> bool:
     return bool(a.is_contiguous()) if is_torch(a) else bool(a.flags.c_contiguous)
 
@@ -142,6 +217,27 @@ def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> An
     return given if is_torch(given) or isinstance(given, np.ndarray) else out
 
 
+def _fast_spmm(p: _Prepared, b: Any, out: Any, accumulate: bool) -> Any:
+    """spmm on the fast path, or NotImplemented where the generic path must run."""
+    bn = _plain(b)
+    if bn is None or bn.ndim != 2 or bn.shape[0] != p.cols:
+        return NotImplemented
+    if out is None:
+        if accumulate:
+            return NotImplemented
+        yn = np.empty((p.rows, bn.shape[1]), _F32)
+        y = yn if type(b) is np.ndarray else sys.modules["torch"].from_numpy(yn)
+    else:
+        y, yn = out, _plain(out)
+        if yn is None or yn.ndim != 2 or not yn.flags.c_contiguous:
+            return NotImplemented
+    try:
+        _C.spmm_w(p.weight, bn, yn, accumulate)
+    except (TypeError, ValueError):
+        return NotImplemented
+    return y
+
+
 def _cuda_op(name: str):
     try:
         from . import _cuda
@@ -161,6 +257,11 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     float32 in x's framework. ``out=`` (float32, contiguous, shape [..., R]) receives the result;
     with ``accumulate=True`` the product and bias are *added* to ``out`` (used to sum several
     sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way."""
+    p = _fast(w)
+    if p is not None:
+        y = _fast_linear(p, x, bias, out, accumulate)
+        if y is not NotImplemented:
+            return y
     if type(w).__name__ == "TASDSeries":
         from .tasd import tasd_linear
 
@@ -186,12 +287,19 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     y2 = y.reshape(-1, parts.rows) if len(y.shape) != 2 else y
     masks = _masks(w, parts) if int(x2.shape[0]) < _ROWS_PATH_BATCH else None
     _C.linear(x2, *parts.args(), bias, y2, bool(accumulate), masks)
+    if _fast(w) is None:
+        _prepare(w, parts)
     return y
 
 
 def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) -> Any:
     """W @ B for a compressed W [R, K] and a float32 B [K, N]; returns [R, N] float32 in B's
     framework. ``out=`` / ``accumulate=`` as in :func:`linear`."""
+    p = _fast(w)
+    if p is not None:
+        y = _fast_spmm(p, b, out, accumulate)
+        if y is not NotImplemented:
+            return y
     b = as_array(b, "b")
     if is_cuda(b):
         return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
@@ -203,4 +311,6 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     y = _output(out, (parts.rows, int(b.shape[1])), b, accumulate)
     masks = _masks(w, parts) if int(b.shape[1]) < _ROWS_PATH_BATCH else None
     _C.spmm(*parts.args(), b, y, bool(accumulate), masks)
+    if _fast(w) is None:
+        _prepare(w, parts)
     return y

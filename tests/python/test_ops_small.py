@@ -1,0 +1,120 @@
+"""The small-batch ("rows") kernels and the per-call fast path of hinm.linear / hinm.spmm: batch
+1..4 against a float64 reference for odd shapes whose value rows end in a partial step of 16, every
+pattern, dtype and kernel variant, with bias / out= / accumulate; thread-count independence at a
+size that uses two threads; the cached prepared weight (in-place edits are seen, replaced arrays
+are re-read, errors keep their messages); torch in, torch out."""
+
+import numpy as np
+import pytest
+
+import hinm
+from hinm import _C, ops
+from conftest import needs_torch
+from test_ops import PATTERNS, VARIANTS, check_close, make_hinm
+
+
+@pytest.fixture(params=VARIANTS, ids=["best", "generic"])
+def variant(request):
+    _C.spmm_force_isa(request.param)
+    yield request.param
+    _C.spmm_force_isa("")
+
+
+@pytest.mark.parametrize("n,m", PATTERNS)
+def test_small_batches_with_partial_steps(rng, variant, n, m):
+    # groups per row: 1 (tail only), 9, 17 and 33 (whole steps of 16 values plus a tail for every n)
+    for groups in (1, 9, 17, 33):
+        k = m * groups + 3 if groups > 1 else m * groups  # plain N:M needs K % m == 0; HiNM drops columns
+        nm = hinm.compress_nm(rng.standard_normal((37, m * groups)).astype(np.float32), n, m)
+        cases = [(nm, nm.to_dense().astype(np.float64))]  # plain N:M: activations used in place
+        cases += [make_hinm(rng, r, k, v, n, m, kept=m * groups) for r, v in ((45, 16), (130, 200))]
+        for w, dense in cases:
+            r, kk = dense.shape
+            bias = rng.standard_normal(r).astype(np.float32)
+            for batch in (1, 2, 3, 4):
+                x = rng.standard_normal((batch, kk)).astype(np.float32)
+                ref = x.astype(np.float64) @ dense.T
+                check_close(hinm.linear(x, w), ref, dense, x)
+                out = np.ones((batch, r), np.float32)
+                hinm.linear(x, w, bias, out=out, accumulate=True)
+                scale = np.abs(x) @ np.abs(dense).T + np.abs(bias) + 1  # the sum's own rounding
+                assert np.max(np.abs(out - (ref + bias + 1)) / scale) < 2e-6
+                check_close(hinm.spmm(w, np.ascontiguousarray(x.T)).T, ref, dense, x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
+def test_small_batches_every_value_dtype(rng, variant, dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("torch")
+    for n, m in ((2, 4), (1, 4)):
+        w, dense = make_hinm(rng, 75, 4 * 37, 32, n, m, kept=4 * 29, dtype=dtype)
+        for batch in (1, 2, 3, 4):
+            x = rng.standard_normal((batch, 4 * 37)).astype(np.float32)
+            check_close(hinm.linear(x, w), x.astype(np.float64) @ dense.T, dense, x)
+
+
+def test_spmm_with_a_strided_single_column(rng, variant):
+    t = hinm.compress_nm(rng.standard_normal((50, 72)).astype(np.float32), 2, 4)
+    dense = t.to_dense().astype(np.float64)
+    wide = rng.standard_normal((72, 5)).astype(np.float32)
+    b = wide[:, 1:2]  # one column, row stride 5
+    check_close(hinm.spmm(t, b).T, (dense @ b.astype(np.float64)).T, dense, b.T)
+
+
+def test_small_batches_do_not_depend_on_thread_count(rng):
+    nm = hinm.compress_nm(rng.standard_normal((1100, 1028)).astype(np.float32), 2, 4)
+    w, _ = make_hinm(rng, 1100, 1028, 64, 2, 4, kept=516)
+    try:
+        for weight in (nm, w):
+            for batch in (1, 2, 3, 4):
+                x = rng.standard_normal((batch, 1028)).astype(np.float32)
+                hinm.set_num_threads(1)
+                one = hinm.linear(x, weight)
+                hinm.set_num_threads(2)
+                two = hinm.linear(x, weight)
+                assert np.array_equal(one, two)
+    finally:
+        hinm.set_num_threads(0)
+
+
+def test_prepared_weight_follows_the_arrays(rng):
+    t = hinm.compress_nm(rng.standard_normal((40, 64)).astype(np.float32), 2, 4)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    hinm.linear(x, t)
+    assert ops._fast(t) is not None  # the second call takes the fast path
+    t.values[3] *= 2  # in-place edit: seen by the next call
+    check_close(hinm.linear(x, t), x.astype(np.float64) @ t.to_dense().T, t.to_dense(), x)
+    object.__setattr__(t, "values", t.values * -1)  # a new array: not the prepared one
+    assert ops._fast(t) is None
+    check_close(hinm.linear(x, t), x.astype(np.float64) @ t.to_dense().T, t.to_dense(), x)
+    # errors on the fast path still name the argument
+    with pytest.raises(ValueError, match="out must have shape"):
+        hinm.linear(x, t, out=np.zeros((1, 39), np.float32))
+    with pytest.raises(TypeError, match="x must be float32"):
+        hinm.linear(x.astype(np.float64), t)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        hinm.linear(x, t, np.zeros((1, 40), np.float32))
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        hinm.linear(np.zeros((40, 64), np.float32), t, out=np.zeros((40, 40), np.float32).T)
+
+
+@needs_torch
+def test_fast_path_with_torch_tensors(rng):
+    import torch
+
+    t = hinm.compress_nm(rng.standard_normal((40, 64)).astype(np.float32), 2, 4)
+    dense = t.to_dense().astype(np.float64)
+    x = torch.randn(3, 64)
+    for _ in range(2):  # the second call takes the fast path
+        y = hinm.linear(x, t)
+        assert isinstance(y, torch.Tensor) and y.shape == (3, 40)
+        check_close(y.numpy(), x.double().numpy() @ dense.T, dense, x.numpy())
+    out = torch.zeros(3, 40)
+    assert hinm.linear(x, t, torch.ones(40), out=out) is out
+    check_close(out.numpy(), x.double().numpy() @ dense.T + 1, dense, x.numpy())
+    b = torch.randn(64, 2)
+    z = hinm.spmm(t, b)
+    assert isinstance(z, torch.Tensor)
+    check_close(z.T.numpy(), (dense @ b.double().numpy()).T, dense, b.T.numpy())
+    xg = x.clone().requires_grad_(True)  # not a plain tensor: the generic path handles it
+    check_close(hinm.linear(xg, t).detach().numpy(), x.double().numpy() @ dense.T, dense, x.numpy())
