@@ -22,6 +22,22 @@ struct PanelArgs {
   float* acc = nullptr;
   int64_t acc_stride = 0;
   bool first = true;              // acc starts at zero
+  // Read by the positions kernel (PanelPosKernels) instead of offs: in-group positions [rows][cnt]
+  // of this chunk, the panel holding each group's m columns of nb lanes in turn.
+  const uint8_t* pos = nullptr;
+  int64_t pos_stride = 0;
+  int n = 2, m = 4;
+};
+
+// Panel gather: dst column c (nb floats) = src + (cols ? cols[c] : c) * src_stride, lanes >= valid zero.
+struct GatherArgs {
+  const float* src = nullptr;
+  int64_t src_stride = 0;
+  const int32_t* cols = nullptr;
+  int64_t count = 0;
+  int nb = 16;
+  int valid = 16;
+  float* dst = nullptr;
 };
 
 // Rows kernel ("few activations"): out[r*4 + b] = sum over kept columns of W[r] . x[b], with W's
@@ -58,8 +74,15 @@ struct SpmmKernels {
   void (*offsets)(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs);
 };
 
+// The panel path with positions read in the kernel (no offsets table); nb in {8, 16, 32, 48, 64}.
+struct PanelPosKernels {
+  void (*panel)(const PanelArgs&);
+  void (*gather)(const GatherArgs&);
+};
+
 const SpmmKernels& kernels_generic();
 const SpmmKernels& kernels_avx2();
 const SpmmKernels& kernels_avx512();  // only call where the CPU supports avx512f/bw/vl
+const PanelPosKernels* panel_pos_avx512();  // the same condition; null where not compiled
 
 }  // namespace hinm::detail
