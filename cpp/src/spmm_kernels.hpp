@@ -74,10 +74,22 @@ struct SpmmKernels {
   void (*offsets)(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs);
 };
 
+// Activation transpose: dst[c * nb + l] = src[l * src_stride + c] for c < cols, l < rows (<= nb);
+// lanes rows..nb-1 zero. nb a multiple of 8.
+struct TransposeArgs {
+  const float* src = nullptr;
+  int64_t src_stride = 0;
+  int rows = 0;
+  int64_t cols = 0;
+  int nb = 8;
+  float* dst = nullptr;
+};
+
 // The panel path with positions read in the kernel (no offsets table); nb in {8, 16, 32, 48, 64}.
 struct PanelPosKernels {
   void (*panel)(const PanelArgs&);
   void (*gather)(const GatherArgs&);
+  void (*transpose)(const TransposeArgs&);
 };
 
 const SpmmKernels& kernels_generic();
