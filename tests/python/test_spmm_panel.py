@@ -1,0 +1,73 @@
+"""The "panel" path of hinm.linear / hinm.spmm (batches past the few-activation kernels) against a
+float64 reference: batch sizes on both sides of every lane-block width (8, 16, 32, 48, 64) and of
+two blocks, K long enough for several panel chunks, rows that leave partial row blocks, patterns
+whose m is not a power of two, converted value dtypes, strided x, and every CPU kernel variant."""
+
+import numpy as np
+import pytest
+
+import hinm
+from hinm import _C
+from test_ops import check_close, make_hinm
+
+BATCHES = (5, 8, 9, 16, 17, 33, 48, 49, 64, 65, 129)
+
+
+@pytest.fixture(params=["", "avx2", "generic"], ids=["best", "avx2", "generic"])
+def variant(request):
+    _C.spmm_force_isa(request.param)
+    yield request.param
+    _C.spmm_force_isa("")
+
+
+def reference(x, dense):
+    return x.astype(np.float64) @ dense.T
+
+
+@pytest.mark.parametrize("n,m,v,kept_groups", [(2, 4, 64, 40), (2, 4, 32, 150), (1, 4, 128, 24), (2, 6, 32, 30),
+                                              (4, 8, 64, 20)])
+def test_panel_batches_chunks_and_row_blocks(rng, variant, n, m, v, kept_groups):
+    r = 2 * v + 3  # a padded last tile, and row counts that are no multiple of the row blocks
+    kept = m * kept_groups
+    k = kept + 2 * m
+    w, dense = make_hinm(rng, r, k, v, n, m, kept=kept)
+    for batch in BATCHES:
+        x = rng.standard_normal((batch, k)).astype(np.float32)
+        check_close(hinm.linear(x, w), reference(x, dense), dense, x)
+        b = np.ascontiguousarray(x.T)
+        check_close(hinm.spmm(w, b).T, reference(x, dense), dense, x)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "bfloat16"])
+def test_panel_converted_values(rng, variant, dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("torch")
+    w, dense = make_hinm(rng, 70, 4 * 50, 32, 2, 4, kept=4 * 45, dtype=dtype)
+    for batch in (8, 40, 100):
+        x = rng.standard_normal((batch, 200)).astype(np.float32)
+        check_close(hinm.linear(x, w), reference(x, dense), dense, x)
+
+
+def test_panel_plain_nm_strided_x_bias_and_accumulate(rng, variant):
+    t = hinm.compress_nm(rng.standard_normal((67, 4 * 70)).astype(np.float32), 2, 4)
+    dense = t.to_dense().astype(np.float64)
+    bias = rng.standard_normal(67).astype(np.float32)
+    for batch in (7, 31, 97):
+        wide = rng.standard_normal((batch, 4 * 70 + 5)).astype(np.float32)
+        x = wide[:, 3:3 + 4 * 70]  # rows 4*70+5 floats apart
+        out = np.full((batch, 67), 0.5, np.float32)
+        hinm.linear(x, t, bias, out=out, accumulate=True)
+        check_close(out, reference(x, dense) + bias + 0.5, dense, x)
+
+
+def test_panel_results_do_not_depend_on_thread_count(rng):
+    w, _ = make_hinm(rng, 200, 4 * 80, 64, 2, 4, kept=4 * 60)
+    try:
+        for batch in (8, 64, 129):
+            x = rng.standard_normal((batch, 4 * 80)).astype(np.float32)
+            hinm.set_num_threads(1)
+            one = hinm.linear(x, w)
+            hinm.set_num_threads(2)
+            assert np.array_equal(one, hinm.linear(x, w))
+    finally:
+        hinm.set_num_threads(0)
