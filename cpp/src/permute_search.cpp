@@ -83,8 +83,8 @@ const int64_t* tile_ptr(const Problem& p, const State& st, int64_t t) { return s
 
 // Kept columns of tile t after a membership change: columns still kept keep their positions,
 // entering columns (ascending) take the positions of the leaving ones (ascending).
-std::vector<int32_t> adapt_order(const Problem& p, const State& st, int64_t t, const std::vector<int32_t>& old) {
-  std::vector<int32_t> kept = permute::kept_columns(p, tile_ptr(p, st, t), p.tile_rows(t));
+std::vector<int32_t> adapt_order_rows(const Problem& p, const int64_t* rows, int64_t nr, const std::vector<int32_t>& old) {
+  std::vector<int32_t> kept = permute::kept_columns(p, rows, nr);
   if (old.empty()) return kept;
   std::vector<char> is_kept(p.K, 0), was_kept(p.K, 0);
   for (int32_t c : kept) is_kept[c] = 1;
@@ -95,6 +95,10 @@ std::vector<int32_t> adapt_order(const Problem& p, const State& st, int64_t t, c
   size_t e = 0;
   for (auto& c : out) if (!is_kept[c]) c = entering[e++];
   return out;
+}
+
+std::vector<int32_t> adapt_order(const Problem& p, const State& st, int64_t t, const std::vector<int32_t>& old) {
+  return adapt_order_rows(p, tile_ptr(p, st, t), p.tile_rows(t), old);
 }
 
 void reset_tile(const Problem& p, State& st, int64_t t, bool keep_order) {
@@ -262,6 +266,104 @@ struct Search {
     }
   }
 
+  // Slots after moving every row r to tile bin[r]: staying rows keep their slots, incoming rows
+  // (ascending) take the leaving rows' slots (ascending); changed[t] marks tiles whose rows changed.
+  std::vector<int64_t> apply_bins(const std::vector<int64_t>& slots, const std::vector<int32_t>& bin,
+                                  std::vector<char>& changed) const {
+    const int64_t T = p.tiles();
+    std::vector<std::vector<int64_t>> incoming(T);
+    std::vector<int64_t> tile_of(p.R);
+    for (int64_t s = 0; s < p.R; ++s) tile_of[slots[s]] = s / p.v;
+    for (int64_t r = 0; r < p.R; ++r) if (bin[r] != tile_of[r]) incoming[bin[r]].push_back(r);
+    std::vector<int64_t> next = slots;
+    changed.assign(T, 0);
+    for (int64_t t = 0; t < T; ++t) {
+      size_t k = 0;
+      for (int64_t s = t * p.v; s < t * p.v + p.tile_rows(t); ++s)
+        if (bin[slots[s]] != t) { next[s] = incoming[t][k++]; changed[t] = 1; }
+    }
+    return next;
+  }
+
+  // The clustering objective of a row partition: per tile and row, the Kt*n/m largest scores
+  // among the tile's kept columns (what the best column order could keep). Fills kept[t].
+  double topk_objective(const std::vector<int64_t>& slots, std::vector<std::vector<int32_t>>& kept) const {
+    const int64_t T = p.tiles(), keep = p.Kt / p.m * p.n;
+    std::vector<double> val(T, 0.0);
+    kept.resize(T);
+    parallel_for(T, 1, [&](int64_t a, int64_t b) {
+      std::vector<double> buf(p.Kt);
+      for (int64_t t = a; t < b; ++t) {
+        const int64_t* rows = slots.data() + t * p.v;
+        kept[t] = permute::kept_columns(p, rows, p.tile_rows(t));
+        double s = 0;
+        for (int64_t i = 0; i < p.tile_rows(t); ++i)
+          s += permute::topk_within(p.row(rows[i]), kept[t].data(), p.Kt, keep, buf.data());
+        val[t] = s;
+      }
+    });
+    double total = 0;
+    for (double x : val) total += x;
+    return total;
+  }
+
+  // Lloyd-style clustering of rows into tiles on the top-k objective: with every tile's kept set
+  // fixed, a capacitated assignment gives each row the tile where its top-k is largest; the kept
+  // sets then follow the new rows. Repeats while the objective grows.
+  void cluster(State& st) {
+    const int64_t T = p.tiles(), keep = p.Kt / p.m * p.n;
+    if (T < 2 || opt.cluster_rounds <= 0) return;
+    std::vector<std::vector<int32_t>> kept, next_kept;
+    double current = topk_objective(st.slots, kept);
+    std::vector<int64_t> cap(T);
+    for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
+    std::vector<double> cost(p.R * T);
+    // Every row's columns by descending score (ties: lower column): a row's top-k within a kept
+    // set is then the first k of its list that the set holds.
+    std::vector<int32_t> ranked(p.R * p.K);
+    parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+      for (int64_t r = a; r < b; ++r) {
+        int32_t* idx = ranked.data() + r * p.K;
+        std::iota(idx, idx + p.K, 0);
+        const double* x = p.row(r);
+        std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
+      }
+    });
+    std::vector<char> in_kept(T * p.K);
+    int accepted = 0;
+    for (int round = 0; round < opt.cluster_rounds && !dl.expired(); ++round) {
+      std::fill(in_kept.begin(), in_kept.end(), 0);
+      for (int64_t t = 0; t < T; ++t) for (int32_t c : kept[t]) in_kept[t * p.K + c] = 1;
+      parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+        for (int64_t r = a; r < b; ++r) {
+          const double* x = p.row(r);
+          const int32_t* idx = ranked.data() + r * p.K;
+          for (int64_t t = 0; t < T; ++t) {
+            const char* in = in_kept.data() + t * p.K;
+            double s = 0;
+            for (int64_t j = 0, taken = 0; taken < keep; ++j)
+              if (in[idx[j]]) { s += x[idx[j]]; ++taken; }
+            cost[r * T + t] = -s;
+          }
+        }
+      });
+      const auto bin = capacitated_assignment(cost.data(), p.R, T, cap);
+      std::vector<char> changed;
+      std::vector<int64_t> next = apply_bins(st.slots, bin, changed);
+      const double value = topk_objective(next, next_kept);
+      if (!(value > current + eps(current))) break;
+      st.slots = std::move(next);
+      kept.swap(next_kept);
+      const double gain = value - current;
+      current = value;
+      ++accepted;
+      if (gain < opt.cluster_min_gain * current) break;  // the tail of tiny gains is not worth its time
+    }
+    if (!accepted) return;
+    parallel_for(T, 1, [&](int64_t a, int64_t b) { for (int64_t t = a; t < b; ++t) reset_tile(p, st, t, false); });
+    record("cluster", accepted, st);
+  }
+
   // ICP of every tile: assignment stage (official), then pairwise swaps (and windows for N:M).
   void icp(State& st, bool assignment, bool window, const std::vector<char>* only = nullptr, uint64_t round = 0) {
     const int64_t T = p.tiles();
@@ -277,6 +379,137 @@ struct Search {
         if (value >= st.value[t]) { st.order[t] = std::move(order); st.value[t] = value; }
       }
     });
+  }
+
+  // Retained saliency of row r under a tile structure (Kt kept columns in order).
+  double row_value(int64_t r, const int32_t* ord) const {
+    double g[256], s = 0;
+    const double* x = p.row(r);
+    for (int64_t q = 0; q < p.Kt; q += p.m) {
+      for (int j = 0; j < p.m; ++j) g[j] = x[ord[q + j]];
+      s += permute::topn_sum(g, p.m, p.n);
+    }
+    return s;
+  }
+
+  // Tile t with the row in `slot` replaced by row `in_row`: its kept columns (order adapted as in
+  // a refresh) and exact retained value.
+  struct Trial {
+    double value = 0;
+    std::vector<int32_t> order;
+  };
+  Trial trial(const State& st, int64_t t, int64_t slot, int64_t in_row) const {
+    std::vector<int64_t> rows(tile_ptr(p, st, t), tile_ptr(p, st, t) + p.tile_rows(t));
+    rows[slot - t * p.v] = in_row;
+    Trial tr;
+    tr.order = adapt_order_rows(p, rows.data(), int64_t(rows.size()), st.order[t]);
+    tr.value = permute::tile_retained(p, rows.data(), int64_t(rows.size()), tr.order.data());
+    return tr;
+  }
+
+  // Row swaps between tiles. table[r*T + t] = row r's value under tile t's structure, so the gain
+  // of swapping rows i (tile a) and j (tile b) is, while the kept sets stay, the linear
+  // table[i,b] + table[j,a] - table[i,a] - table[j,b]. Per pair of tiles the best few linear
+  // candidates (whatever their sign: a kept set may move) are evaluated exactly (kept sets
+  // recomputed, order adapted) in parallel; then the best exact moves on disjoint tiles are
+  // applied in a fixed order (gain, then pair index). Only pairs touching a changed tile are
+  // evaluated again. Returns the tiles that changed.
+  std::vector<char> row_swaps(State& st, int max_rounds) {
+    const int64_t T = p.tiles();
+    std::vector<char> touched(T, 0);
+    if (T < 2) return touched;
+    constexpr int kCand = 3;
+    std::vector<double> table(p.R * T);
+    auto fill = [&](const std::vector<int64_t>& tiles) {
+      parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+        for (int64_t r = a; r < b; ++r)
+          for (int64_t t : tiles) table[r * T + t] = row_value(r, st.order[t].data());
+      });
+    };
+    std::vector<int64_t> all_tiles(T);
+    std::iota(all_tiles.begin(), all_tiles.end(), 0);
+    fill(all_tiles);
+    const int64_t pairs = T * (T - 1) / 2;
+    std::vector<int64_t> pa(pairs), pb(pairs);
+    for (int64_t a = 0, k = 0; a < T; ++a)
+      for (int64_t b = a + 1; b < T; ++b, ++k) { pa[k] = a; pb[k] = b; }
+    struct Move {
+      double gain = 0;
+      int64_t sa = -1, sb = -1;
+      Trial ta, tb;
+    };
+    std::vector<Move> best(pairs);
+    const double tol = eps(st.total());
+    auto eval_pair = [&](int64_t k) {
+      const int64_t a = pa[k], b = pb[k];
+      double cg[kCand];
+      int64_t ci[kCand], cj[kCand];
+      int nc = 0;
+      for (int64_t i = a * p.v; i < a * p.v + p.tile_rows(a); ++i) {
+        const double* ri = table.data() + st.slots[i] * T;
+        for (int64_t j = b * p.v; j < b * p.v + p.tile_rows(b); ++j) {
+          const double* rj = table.data() + st.slots[j] * T;
+          const double g = ri[b] + rj[a] - ri[a] - rj[b];
+          if (nc == kCand && g <= cg[nc - 1]) continue;  // exact evaluation decides: the kept sets may move
+          int q = nc < kCand ? nc++ : kCand - 1;  // insertion into the descending candidate list
+          while (q > 0 && cg[q - 1] < g) { cg[q] = cg[q - 1]; ci[q] = ci[q - 1]; cj[q] = cj[q - 1]; --q; }
+          cg[q] = g; ci[q] = i; cj[q] = j;
+        }
+      }
+      Move mv;
+      for (int c = 0; c < nc; ++c) {
+        Trial ta = trial(st, a, ci[c], st.slots[cj[c]]);
+        Trial tb = trial(st, b, cj[c], st.slots[ci[c]]);
+        const double gain = (ta.value + tb.value) - (st.value[a] + st.value[b]);
+        if (gain > tol && gain > mv.gain) mv = Move{gain, ci[c], cj[c], std::move(ta), std::move(tb)};
+      }
+      best[k] = std::move(mv);
+    };
+    std::vector<int64_t> dirty(pairs);
+    std::iota(dirty.begin(), dirty.end(), 0);
+    std::vector<char> used(T);
+    for (int round = 0; round < max_rounds && !dl.expired(); ++round) {
+      parallel_for(int64_t(dirty.size()), 4, [&](int64_t x, int64_t y) { for (int64_t i = x; i < y; ++i) eval_pair(dirty[i]); });
+      std::vector<int64_t> order;
+      for (int64_t k = 0; k < pairs; ++k) if (best[k].sa >= 0) order.push_back(k);
+      if (order.empty()) break;
+      std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return best[x].gain > best[y].gain; });
+      std::fill(used.begin(), used.end(), 0);
+      std::vector<int64_t> changed;
+      for (int64_t k : order) {
+        const int64_t a = pa[k], b = pb[k];
+        if (used[a] || used[b]) continue;
+        used[a] = used[b] = 1;
+        Move& mv = best[k];
+        std::swap(st.slots[mv.sa], st.slots[mv.sb]);
+        st.order[a] = std::move(mv.ta.order);
+        st.order[b] = std::move(mv.tb.order);
+        st.value[a] = mv.ta.value;
+        st.value[b] = mv.tb.value;
+        touched[a] = touched[b] = 1;
+        changed.push_back(a);
+        changed.push_back(b);
+      }
+      fill(changed);
+      // Pairs whose tiles did not change keep their best move (still exact); the others are redone.
+      dirty.clear();
+      for (int64_t k = 0; k < pairs; ++k)
+        if (used[pa[k]] || used[pb[k]]) dirty.push_back(k);
+    }
+    return touched;
+  }
+
+  // Alternates row swaps between tiles and a full ICP of the tiles they changed, while the
+  // retained saliency grows.
+  void swap_refine(State& st) {
+    for (int outer = 0; outer < opt.swap_rounds && !dl.expired(); ++outer) {
+      const double before = st.total();
+      std::vector<char> touched = row_swaps(st, 100000);
+      if (std::find(touched.begin(), touched.end(), 1) == touched.end()) break;
+      icp(st, true, false, &touched, uint64_t(outer) + 1000);
+      record("row_swap", outer + 1, st);
+      if (!(st.total() > before + eps(before))) break;
+    }
   }
 
   // Rows -> tiles: every row's retained saliency under every tile's current structure (kept
@@ -304,16 +537,8 @@ struct Search {
     for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
     const auto bin = capacitated_assignment(cost.data(), p.R, T, cap);
     State next = st;
-    std::vector<char> changed(T, 0);
-    std::vector<std::vector<int64_t>> incoming(T);
-    std::vector<int64_t> tile_of(p.R);
-    for (int64_t s = 0; s < p.R; ++s) tile_of[st.slots[s]] = s / p.v;
-    for (int64_t r = 0; r < p.R; ++r) if (bin[r] != tile_of[r]) incoming[bin[r]].push_back(r);
-    for (int64_t t = 0; t < T; ++t) {
-      size_t k = 0;
-      for (int64_t s = t * p.v; s < t * p.v + p.tile_rows(t); ++s)
-        if (bin[st.slots[s]] != t) { next.slots[s] = incoming[t][k++]; changed[t] = 1; }
-    }
+    std::vector<char> changed;
+    next.slots = apply_bins(st.slots, bin, changed);
     parallel_for(T, 1, [&](int64_t a, int64_t b) {
       for (int64_t t = a; t < b; ++t) if (changed[t]) reset_tile(p, next, t, true);
     });
@@ -395,7 +620,8 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
     search.record("channel_swap", 0, st);
   } else if (options.method == PermuteMethod::gyro) {
     search.ocp(st);
-    search.icp(st, true, single_tile && options.window_search);
+    search.cluster(st);
+    search.icp(st, true, options.window_search);
     search.record("icp", 0, st);
     if (!single_tile) {
       // Row retained scale, for the stay bonus used after a rejected reassignment.
@@ -410,6 +636,7 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
           bonus = bonus == 0 ? 1e-3 * row_scale : bonus * 4;
         }
       }
+      search.swap_refine(st);
     }
   }
   return search.finish();

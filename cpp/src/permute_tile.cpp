@@ -51,6 +51,14 @@ std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t
   return idx;
 }
 
+double topk_within(const double* row, const int32_t* kept, int64_t kt, int64_t keep, double* buf) {
+  for (int64_t j = 0; j < kt; ++j) buf[j] = row[kept[j]];
+  if (keep < kt) std::nth_element(buf, buf + keep, buf + kt, std::greater<double>());
+  double s = 0;
+  for (int64_t j = 0; j < keep; ++j) s += buf[j];
+  return s;
+}
+
 double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const int32_t* order) {
   double total = 0;
   std::vector<double> g(p.m);

@@ -36,6 +36,10 @@ std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t
 // Retained saliency of one tile: rows `rows`, kept columns listed in `order` (Kt entries).
 double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const int32_t* order);
 
+// Sum of the `keep` largest of row[kept[0..kt)] (buf: kt scratch values). With keep = Kt*n/m this
+// is what the best column order of a tile could keep of the row: the row-clustering objective.
+double topk_within(const double* row, const int32_t* kept, int64_t kt, int64_t keep, double* buf);
+
 // One tile's kept block (nr rows x Kt columns, stored column-major) and its column order, with the
 // data needed to score column moves between groups. Position q holds local column pos[q]; group g
 // is positions [g*m, (g+1)*m). For position q, thr[q] / base[q] are, per row, the n-th largest and

@@ -98,12 +98,14 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
                        progress: Union[bool, Callable[[str, int, float], None]] = False, *,
                        schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 1,
                        icp_fail_limit: int = 3, refine_rounds: int = 30, window_search: Optional[bool] = None,
-                       ocp_objective: str = "vector") -> PermutationResult:
+                       ocp_objective: str = "vector", cluster_rounds: int = 50,
+                       swap_rounds: int = 20) -> PermutationResult:
     """Search row and per-tile column permutations that maximise the saliency kept by ``config``.
 
     ``weight`` is [R, K] (numpy or torch); ``scores`` defaults to |weight|. ``method``:
     ``"gyro"`` (OCP by sampled balanced clustering + assignment on the schedule, vector pruning,
-    per-tile ICP by assignment then pairwise column swaps, then rows -> tiles refinement),
+    clustering of rows into tiles on the top-k objective, per-tile ICP by assignment then pairwise
+    column swaps, then rows -> tiles refinement and row swaps between tiles),
     ``"channel_swap"`` (identity rows; Apex-style greedy column swaps in every tile, plus the
     exhaustive search over pairs of groups when ``window_search``), ``"random"`` or ``"identity"``.
     For an NMConfig all rows form one tile and the result's ``col_perm`` is the column order.
@@ -111,9 +113,13 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     a callable gets (stage, step, retained). Tuning: ``schedule`` (OCP samples per tile, coarse
     to fine), ``ocp_fail_limit`` (non-improving OCP steps ending each schedule entry),
     ``ocp_objective`` ("vector": accept OCP steps that keep more saliency at the vector level, as
-    the official code; "hinm": the full HiNM retained saliency), ``icp_fail_limit``,
-    ``refine_rounds`` (rows -> tiles reassignments), ``window_search`` (plain N:M: exhaustive
-    re-partition of pairs of groups after the swaps; default on for channel_swap, off for gyro)."""
+    the official code; "hinm": the full HiNM retained saliency), ``cluster_rounds``
+    (Lloyd rounds after OCP: every tile's kept set fixed, rows are reassigned to the tiles where
+    their Kt*n/m largest kept scores are largest, then the kept sets follow; 0 = off),
+    ``icp_fail_limit``, ``refine_rounds`` (rows -> tiles reassignments), ``swap_rounds`` (rounds of
+    exact-gain row swaps between tiles followed by an ICP of the changed tiles; 0 = off),
+    ``window_search`` (exhaustive re-partition of pairs of groups after the column swaps in every
+    tile; default on for channel_swap, off for gyro)."""
     config = parse_config(config)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -124,6 +130,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     v, kept = _geometry(config, rows, cols)
     if time_budget is not None and not time_budget >= 0:
         raise ValueError(f"time_budget must be >= 0 seconds or None, got {time_budget!r}")
+    if int(cluster_rounds) < 0 or int(swap_rounds) < 0:
+        raise ValueError(f"cluster_rounds and swap_rounds must be >= 0, got {cluster_rounds}, {swap_rounds}")
     schedule = [int(x) for x in schedule]
     if any(x < 1 for x in schedule):
         raise ValueError(f"schedule entries must be >= 1, got {schedule}")
@@ -137,7 +145,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
         retained, history = _C.search_permutation(
             s, int(v), int(kept), config.n, config.m, method, int(seed) & (2**64 - 1),
             -1.0 if time_budget is None else float(time_budget), schedule, int(ocp_fail_limit),
-            int(icp_fail_limit), int(refine_rounds), bool(window_search), str(ocp_objective), callback, row_perm, col_orders)
+            int(icp_fail_limit), int(refine_rounds), bool(window_search), str(ocp_objective),
+            int(cluster_rounds), int(swap_rounds), callback, row_perm, col_orders)
     finally:
         if bar is not None:
             bar.close()

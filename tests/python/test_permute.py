@@ -1,6 +1,7 @@
 """Permutation search (gyro, channel swap, baselines), the assignment solver and balanced k-means,
 against scipy and a slow numpy reference of the HiNM mask. Budget: about 20 s."""
 
+import itertools
 import time
 
 import numpy as np
@@ -170,6 +171,96 @@ def test_planted_structure_is_recovered(rng):
     assert got >= 0.9, f"recovered {got:.3f} of the planted retained saliency (identity {ident:.3f})"
 
 
+def ref_topk_objective(scores, v, kt, n, m, row_perm):
+    """Clustering objective: per tile and row, the kt*n/m largest scores among the tile's kept columns."""
+    total = 0.0
+    for t in range(0, len(row_perm), v):
+        rows = scores[row_perm[t:t + v]]
+        kept = sorted(range(scores.shape[1]), key=lambda c: (-rows[:, c].sum(), c))[:kt]
+        total += np.sort(rows[:, kept], axis=1)[:, ::-1][:, :kt // m * n].sum()
+    return total
+
+
+def test_cluster_stage_raises_topk_objective_monotone_and_thread_independent(rng):
+    # Rows drawn from 4 column profiles, shuffled: the clustering must regroup them.
+    profiles = rng.random((4, 64)) ** 4
+    w = profiles[rng.integers(0, 4, 128)] * (0.5 + rng.random((128, 64)))
+    cfg = hinm.HiNMConfig(32, 0.5, 2, 4)
+    only_cluster = dict(ocp_fail_limit=0, refine_rounds=0, swap_rounds=0)
+    runs = []
+    for threads in (1, 2):
+        hinm.set_num_threads(threads)
+        runs.append(hinm.search_permutation(w, cfg, seed=3, **only_cluster))
+    hinm.set_num_threads(0)
+    a, b = runs
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    np.testing.assert_array_equal(a.col_orders, b.col_orders)
+    assert [h[:2] for h in a.history] == [h[:2] for h in b.history]
+    assert "cluster" in [h[0] for h in a.history]
+    retained = [h[1] for h in a.history]
+    assert retained == sorted(retained)
+    before = ref_topk_objective(w, 32, 32, 2, 4, np.arange(128))
+    after = ref_topk_objective(w, 32, 32, 2, 4, a.row_perm)
+    assert after > before * 1.02
+    off = hinm.search_permutation(w, cfg, seed=3, cluster_rounds=0, **only_cluster)
+    np.testing.assert_array_equal(off.row_perm, np.arange(128))  # nothing else moves rows here
+    assert a.retained > off.retained
+    check_result(a, w, 32, 32, 2, 4)
+
+
+def brute_force_partition(scores, cfg):
+    """Best retained saliency over every split of the rows into tiles (Kt = m: order is irrelevant)."""
+    r, v = scores.shape[0], cfg.v
+    best = -1.0
+    for perm in itertools.permutations(range(r)):
+        if all(perm[i] < perm[i + 1] for i in range(0, r, v)) and list(perm[::v]) == sorted(perm[::v]):
+            best = max(best, hinm.permutation_retained(scores, cfg, np.array(perm)))
+    return best
+
+
+def test_row_swaps_reach_the_best_partition_of_tiny_cases():
+    # 6 rows in 3 tiles of 2, K = 8, Kt = 4 = m: the ICP has nothing to do, so the retained saliency
+    # is decided by the partition alone, which the row swaps must take to the brute-force optimum.
+    cfg = hinm.HiNMConfig(2, 0.5, 2, 4)
+    only_swaps = dict(ocp_fail_limit=0, cluster_rounds=0, refine_rounds=0)
+    improved = 0
+    for seed in range(8):
+        s = np.random.default_rng(seed).random((6, 8)) ** 3
+        ident = hinm.search_permutation(s, cfg, method="identity").retained
+        best = brute_force_partition(s, cfg)
+        res = hinm.search_permutation(s, cfg, swap_rounds=10, **only_swaps)
+        off = hinm.search_permutation(s, cfg, swap_rounds=0, **only_swaps)
+        assert off.retained == pytest.approx(ident, rel=1e-12)
+        assert res.retained == pytest.approx(best, rel=1e-12)
+        retained = [h[1] for h in res.history]
+        assert retained == sorted(retained) and retained[-1] >= ident
+        if best > ident + 1e-9:
+            improved += 1
+            assert "row_swap" in [h[0] for h in res.history]
+    assert improved >= 4  # the cases do exercise the swaps
+
+
+def test_row_swaps_never_lower_retained_and_are_thread_independent(rng):
+    w = rng.random((96, 64)) ** 3
+    cfg = hinm.HiNMConfig(16, 0.5, 2, 4)
+    runs = []
+    for threads in (1, 2):
+        hinm.set_num_threads(threads)
+        runs.append(hinm.search_permutation(w, cfg, seed=2, ocp_fail_limit=0, cluster_rounds=0,
+                                            refine_rounds=0))
+    hinm.set_num_threads(0)
+    a, b = runs
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    np.testing.assert_array_equal(a.col_orders, b.col_orders)
+    stages = [h[0] for h in a.history]
+    assert "row_swap" in stages
+    icp = a.history[stages.index("icp")][1]
+    assert all(h[1] >= icp for h in a.history[stages.index("icp"):])
+    assert a.retained > icp
+    check_result(a, w, 16, 32, 2, 4)
+    assert a.retained == pytest.approx(hinm.permutation_retained(w, cfg, a.row_perm, a.col_orders), rel=1e-12)
+
+
 def test_apex_unit_matrix():
     np.random.seed(1)
     w = np.random.rand(128, 64)
@@ -227,6 +318,10 @@ def test_bad_inputs(rng):
         hinm.search_permutation(w, "2:4", time_budget=-1)
     with pytest.raises(ValueError, match="schedule"):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", schedule=(8, 0))
+    with pytest.raises(ValueError, match="cluster_rounds"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", cluster_rounds=-1)
+    with pytest.raises(ValueError, match="swap_rounds"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", swap_rounds=-2)
     with pytest.raises(ValueError, match="ocp_objective"):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", ocp_objective="both")
     with pytest.raises(TypeError):

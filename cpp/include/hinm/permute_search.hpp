@@ -31,9 +31,14 @@ struct PermuteOptions {
   // best in practice); false: when the HiNM retained saliency (ascending column order) grows.
   bool ocp_vector_objective = true;
   int ocp_fail_limit = 1;   // OCP: consecutive non-improving steps ending one schedule entry
+  // gyro: max Lloyd rounds of rows -> tiles on the top-k objective (0: off); a round gaining less
+  // than cluster_min_gain of the objective ends the stage.
+  int cluster_rounds = 50;
+  double cluster_min_gain = 1e-5;
   int icp_fail_limit = 3;   // ICP: non-improving assignment steps ending a tile's search
   int refine_rounds = 30;   // gyro: max rounds of (rows -> tiles assignment, column swaps)
-  bool window_search = true;  // channel_swap / gyro on plain N:M: exhaustive pairs of groups
+  int swap_rounds = 20;     // gyro: max rounds of (row swaps between tiles, ICP of changed tiles)
+  bool window_search = true;  // channel_swap / gyro ICP: exhaustive re-partition of pairs of groups
   // Called on the calling thread after every stage step: (stage, step, retained saliency).
   std::function<void(const std::string&, int64_t, double)> progress;
 };
