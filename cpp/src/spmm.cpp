@@ -158,8 +158,13 @@ bool small_problem(const Problem& p) {
   return double(p.w->rows) * double(p.w->compressed_cols()) * double(p.batch) < double(1 << 18);
 }
 
+// The portable rows kernel against the portable panel kernel (16 lanes per value whatever the
+// batch): measured crossover.
+constexpr int64_t kPortableRowsBatch = 6;
+
 bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   if (!k.rows || n >= 16) return false;
+  if (!k.rows_use_masks) return n <= kPortableRowsBatch;  // portable kernels: one scalar FMA per activation
   if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return n <= 8;  // measured crossover
   // Rough cycles per 16 kept columns of one row: mask decode per 4 activations plus one FMA per
   // activation, against one 16-lane FMA with three loads per value on the panel path.
@@ -194,7 +199,10 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const bool direct = !w.col_idx && (p.linear_layout || p.act_c == 1);
   const int64_t chunk = direct ? 32 : std::max<int64_t>(32, std::min<int64_t>(w.v, 128));
   const auto items = row_items(w, chunk);
-  const int64_t grain = small_problem(p) ? int64_t(items.size()) : 1;
+  // Small problems run on the calling thread; otherwise about 8 chunks per thread (balance
+  // without an atomic per item). Rows never depend on the partition: results are identical.
+  const int64_t count = int64_t(items.size());
+  const int64_t grain = small_problem(p) ? count : std::max<int64_t>(1, count / (8 * int64_t(get_num_threads())));
   const int esize = dtype_size(w.values.dtype);
   parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
@@ -414,7 +422,7 @@ void run(const Problem& p) {
   const SpmmKernels& k = kernels();
   if (!use_rows_path(k, w, p.batch)) return run_panel(p, k);
   const int64_t blocks = spmm_mask_blocks(w);
-  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return run_rows(p, k, Matrix{});
+  if (!k.rows_use_masks || detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return run_rows(p, k, Matrix{});
   if (p.masks) {
     require(*p.masks, "masks", DType::u16, w.slots(), blocks);
     return run_rows(p, k, *p.masks);

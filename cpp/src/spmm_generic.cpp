@@ -1,5 +1,8 @@
 // The portable kernels, compiled for the baseline target and once more for AVX2+FMA (the same
 // source; the compiler vectorises the batch-lane loops).
+#include <stdexcept>
+#include <vector>
+
 #include "hinm/dispatch.hpp"
 #include "spmm_kernels.hpp"
 
@@ -10,7 +13,7 @@ namespace generic {
 }  // namespace generic
 
 const SpmmKernels& kernels_generic() {
-  static const SpmmKernels k{"generic", generic::panel, nullptr, generic::to_f32, generic::offsets};
+  static const SpmmKernels k{"generic", generic::panel, generic::rows, generic::to_f32, generic::offsets, false};
   return k;
 }
 
@@ -23,7 +26,7 @@ namespace avx2 {
 #pragma GCC pop_options
 
 const SpmmKernels& kernels_avx2() {
-  static const SpmmKernels k{"avx2", avx2::panel, nullptr, avx2::to_f32, avx2::offsets};
+  static const SpmmKernels k{"avx2", avx2::panel, avx2::rows, avx2::to_f32, avx2::offsets, false};
   return k;
 }
 #else

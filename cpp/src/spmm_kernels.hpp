@@ -72,6 +72,8 @@ struct SpmmKernels {
   void (*to_f32)(const void* src, DType t, int64_t count, float* dst);
   // offs[j] = ((j / n) * m + min(pos[j], m - 1)) * nb for j < cnt (cnt a multiple of n).
   void (*offsets)(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs);
+  // false: the rows kernel reads the positions for every pattern (never the masks).
+  bool rows_use_masks = true;
 };
 
 // Activation transpose: dst[c * nb + l] = src[l * src_stride + c] for c < cols, l < rows (<= nb);

@@ -166,8 +166,14 @@ def _plain(a: Any) -> Optional[np.ndarray]:
 def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) -> Any:
     """The product on the fast path, or NotImplemented where the generic path must run."""
     xn = _plain(x)
-    if xn is None or xn.ndim != 2 or xn.shape[1] != p.cols:
+    if xn is None or xn.ndim == 0 or xn.shape[-1] != p.cols:
         return NotImplemented
+    shape = (xn.shape[0], p.rows)
+    if xn.ndim != 2:  # leading batch dims: flattened views only (as the generic path)
+        if not xn.flags.c_contiguous:
+            return NotImplemented
+        shape = xn.shape[:-1] + (p.rows,)
+        xn = xn.reshape(-1, p.cols)
     if bias is not None:
         bias = _plain(bias)
         if bias is None or bias.ndim != 1:
@@ -175,12 +181,14 @@ def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) ->
     if out is None:
         if accumulate:
             return NotImplemented
-        yn = np.empty((xn.shape[0], p.rows), _F32)
+        yn = np.empty(shape, _F32)
         y = yn if type(x) is np.ndarray else sys.modules["torch"].from_numpy(yn)
     else:
         y, yn = out, _plain(out)
-        if yn is None or yn.ndim != 2 or not yn.flags.c_contiguous:
+        if yn is None or yn.shape != shape or not yn.flags.c_contiguous:
             return NotImplemented
+    if yn.ndim != 2:
+        yn = yn.reshape(-1, p.rows)
     try:
         _C.linear_w(p.weight, xn, bias, yn, accumulate)
     except (TypeError, ValueError):

@@ -31,7 +31,7 @@ def test_small_batches_with_partial_steps(rng, variant, n, m):
         for w, dense in cases:
             r, kk = dense.shape
             bias = rng.standard_normal(r).astype(np.float32)
-            for batch in (1, 2, 3, 4):
+            for batch in (1, 2, 3, 4, 6):
                 x = rng.standard_normal((batch, kk)).astype(np.float32)
                 ref = x.astype(np.float64) @ dense.T
                 check_close(hinm.linear(x, w), ref, dense, x)
@@ -87,6 +87,15 @@ def test_prepared_weight_follows_the_arrays(rng):
     object.__setattr__(t, "values", t.values * -1)  # a new array: not the prepared one
     assert ops._fast(t) is None
     check_close(hinm.linear(x, t), x.astype(np.float64) @ t.to_dense().T, t.to_dense(), x)
+    # leading dims and 1-D activations on the fast path
+    x3 = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    y3 = hinm.linear(x3, t)
+    assert y3.shape == (2, 3, 40)
+    check_close(y3.reshape(6, 40), x3.reshape(6, 64).astype(np.float64) @ t.to_dense().T, t.to_dense(), x3.reshape(6, 64))
+    out3 = np.zeros((2, 3, 40), np.float32)
+    assert hinm.linear(x3, t, out=out3) is out3 and np.array_equal(out3, y3)
+    y1 = hinm.linear(x3[0, 0], t)
+    assert y1.shape == (40,) and np.array_equal(y1, y3[0, 0])
     # errors on the fast path still name the argument
     with pytest.raises(ValueError, match="out must have shape"):
         hinm.linear(x, t, out=np.zeros((1, 39), np.float32))
