@@ -39,10 +39,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="three shapes, v=64, batches 1, 32, 128")
     ap.add_argument("--threads", type=int, default=common.THREADS)
     ap.add_argument("--cpu-time", action="store_true", help="time with the CPU clock (use with --threads 1)")
+    ap.add_argument("--batches", type=int, nargs="*")
     args = ap.parse_args()
     common.setup_threads(args.threads)
     shapes = [SHAPES[0], SHAPES[4], SHAPES[5]] if args.quick else SHAPES
-    batches = [1, 32, 128] if args.quick else BATCHES
+    batches = common.batches(args.batches, [1, 32, 128] if args.quick else BATCHES)
     vs = [64] if args.quick else VS
     rng = np.random.default_rng(0)
     rows = []

@@ -125,7 +125,7 @@ _F32 = np.dtype(np.float32)
 
 
 class _Prepared:
-    __slots__ = ("ref", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols")
+    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols")
 
 
 def _prepare(w: Any, parts: _Weight) -> None:
@@ -138,6 +138,7 @@ def _prepare(w: Any, parts: _Weight) -> None:
         return
     p = _Prepared()
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
+    p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
     p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
     p.weight = _C.spmm_weight(*parts.args(), masks)
     p.rows, p.cols = parts.rows, parts.cols
@@ -146,8 +147,9 @@ def _prepare(w: Any, parts: _Weight) -> None:
 
 def _fast(w: Any) -> Optional[_Prepared]:
     p = _FAST.get(id(w))
-    if (p is not None and p.ref() is w and p.values is w.values and p.indices is w.indices
-            and p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
+    if p is None or p.ref() is not w or p.values is not w.values or p.indices is not w.indices:
+        return None
+    if p.plain or (p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
         return p
     return None
 
@@ -165,7 +167,7 @@ def _plain(a: Any) -> Optional[np.ndarray]:
 
 def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) -> Any:
     """The product on the fast path, or NotImplemented where the generic path must run."""
-    xn = _plain(x)
+    xn = x if type(x) is np.ndarray and x.dtype == _F32 else _plain(x)
     if xn is None or xn.ndim == 0 or xn.shape[-1] != p.cols:
         return NotImplemented
     shape = (xn.shape[0], p.rows)
@@ -184,7 +186,8 @@ def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) ->
         yn = np.empty(shape, _F32)
         y = yn if type(x) is np.ndarray else sys.modules["torch"].from_numpy(yn)
     else:
-        y, yn = out, _plain(out)
+        y = out
+        yn = out if type(out) is np.ndarray and out.dtype == _F32 else _plain(out)
         if yn is None or yn.shape != shape or not yn.flags.c_contiguous:
             return NotImplemented
     if yn.ndim != 2:
