@@ -202,6 +202,9 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     for (int b = 0; b < B; ++b) {
       xlo[b] = _mm512_loadu_ps(a.x[b] + 2 * j);
       xhi[b] = _mm512_loadu_ps(a.x[b] + 2 * j + 16);
+      // Pinned in registers: otherwise GCC folds the loads into every row's permute (the permute
+      // overwrites a table when the index is shared by several activations), doubling the loads.
+      asm("" : "+v"(xlo[b]), "+v"(xhi[b]));
     }
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) {
@@ -240,7 +243,7 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
 
 template <class T, bool BF16, int B>
 HINM_AVX512 void rows_b(const RowsArgs& a) {
-  constexpr int RB = B == 1 ? 8 : B == 2 ? 4 : 2;
+  constexpr int RB = B == 1 ? 8 : B == 2 ? 4 : B == 3 ? 4 : 3;
   int64_t r = 0;
   if (rows_uses_positions(a.n, a.m)) {
     alignas(64) int32_t base_arr[16];

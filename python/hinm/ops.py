@@ -130,12 +130,12 @@ class _Prepared:
 
 def _prepare(w: Any, parts: _Weight) -> None:
     """Remembers the prepared C++ weight of w (when w can be weakly referenced)."""
-    masks = _masks(w, parts)
     try:
         key = id(w)
         ref = weakref.ref(w, lambda _, key=key: _FAST.pop(key, None))
     except TypeError:
         return
+    masks = _masks(w, parts)
     p = _Prepared()
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
     p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
