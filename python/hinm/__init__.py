@@ -25,7 +25,8 @@ _logging.getLogger("hinm").addHandler(_logging.NullHandler())
 
 # torch-only parts, imported on first use so that `import hinm` does not need torch
 _LAZY = {"sparsify_": ("sparsify", "sparsify_"), "SparsifyReport": ("sparsify", "SparsifyReport"),
-         "HiNMLinear": ("nn", "HiNMLinear"), "save": ("io", "save"), "load": ("io", "load")}
+         "HiNMLinear": ("nn", "HiNMLinear"), "fold_mlp_permutations": ("nn", "fold_mlp_permutations"),
+         "save": ("io", "save"), "load": ("io", "load")}
 
 
 def __getattr__(name: str):
@@ -70,6 +71,6 @@ __all__ = [
     "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
-    "sparsify_", "SparsifyReport", "HiNMLinear", "save", "load",
+    "sparsify_", "SparsifyReport", "HiNMLinear", "fold_mlp_permutations", "save", "load",
     "search_permutation", "PermutationResult", "permutation_retained", "linear_sum_assignment", "balanced_kmeans",
 ]

@@ -8,7 +8,10 @@ module; loading replaces the buffers exactly (shapes may differ) and validates t
 
 Inference only: calling it while autograd needs a gradient (input requiring grad under
 grad mode) raises RuntimeError — wrap inference in ``torch.no_grad()`` / ``torch.inference_mode()``;
-to fine-tune, keep a dense nn.Linear with a mask (hinm.training) and compress afterwards."""
+to fine-tune, keep a dense nn.Linear with a mask (hinm.training) and compress afterwards.
+
+`fold_mlp_permutations(model)` (run by hinm.sparsify_) moves each transformer MLP's output row
+permutation into the next layer's column gather: same outputs bit for bit, no scattered store."""
 
 from __future__ import annotations
 
