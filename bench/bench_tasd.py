@@ -4,8 +4,9 @@
    against one N:M term (the engine-native ones, and the single N:M of equal density that such
    engines lack) and against unstructured magnitude pruning at equal density.
 2. TASDER plans at targets 0.99 and 0.98 (quality = mean cosine of sentence embeddings to the dense
-   model's, searched on calibration sentences) against the best uniform single N:M config (same
-   pattern on every layer, weights or activations) meeting the same target on held-out sentences.
+   model's, searched on calibration sentences at target + margin) against the best uniform config
+   (one entry of the same menu on every layer, weights or activations) meeting the same target on
+   the held-out sentences: an oracle baseline, chosen on the held-out data TASDER never sees.
 
 Prints tables, writes bench/results/bench_tasd.json and bench/results/bench_tasd.png.
 Usage: python bench/bench_tasd.py [--calib 64] [--eval 256] [--margin 0.002]"""
@@ -22,17 +23,13 @@ import numpy as np
 import torch
 
 import hinm
-from hinm.tasder import KINDS
+from hinm.tasder import DEFAULT_MENU, KINDS
 from hinm.quality import doc_sentences, embedding_agreement, encode, load_minilm
 
 NATIVE = ["1:4", "2:4", "2:8", "4:8"]                     # what a {M=4, M=8} engine runs in one pass
 CHAINS = [["2:4", "1:8", "1:16"], ["1:4", "1:8", "1:16"], ["4:8", "1:16", "1:16"]]  # series grown term by term
 EXTRA_SERIES = ["2:4+2:8", "2:8+1:16", "4:8+1:16"]
-UNIFORM = ["1:4", "2:8", "2:4", "4:8", "3:4", "6:8", "7:8", "12:16", "14:16", "15:16"]
-TASDER_MENU = {
-    "weight": ["7:8", "3:4+1:16", "3:4"],
-    "activation": ["7:8", "3:4+1:16", "3:4", "2:4+1:8"],
-}
+TASDER_MENU = DEFAULT_MENU  # the uniform baselines use the very same entries
 
 
 def equal_density_single(density: float, m: int = 16) -> str:
@@ -98,15 +95,42 @@ def evaluate_plan(model, plan, judge) -> tuple:
         undo()
 
 
-def uniform_baselines(model, judge, calibration, configs) -> list:
-    out = []
-    for kind in ("weight", "activation"):
-        for s in configs:
-            plan = hinm.uniform_plan(model, calibration, kind, s, layers=encoder_layer)
-            cos, top1 = evaluate_plan(model, plan, judge)
-            out.append({"kind": kind, "series": s, "mac_reduction": plan.mac_reduction, "eval_cos": cos,
-                        "eval_top1": top1})
-    return out
+class Clock:
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict:
+        return {"wall_s": time.perf_counter() - self.wall, "cpu_s": time.process_time() - self.cpu}
+
+
+def uniform_baselines(model, judge, search, targets, screen: float) -> tuple:
+    """Every uniform menu entry's calibration quality; held-out quality, most MACs saved first, for
+    those within `screen` of the lowest target on calibration, until one meets the highest target
+    (no later entry can be the best uniform for any target)."""
+    clock = Clock()
+    out, plans = [], []
+    for kind, series, assign in search.uniform_candidates():
+        plans.append(hinm.TASDERPlan(assign))
+        out.append({"kind": kind, "series": series, "mac_reduction": plans[-1].mac_reduction,
+                    "calib_cos": search.uniform_quality(kind, series), "eval_cos": None, "eval_top1": None})
+    for b, plan in zip(out, plans):
+        if b["calib_cos"] < min(targets) - screen:
+            continue
+        b["eval_cos"], b["eval_top1"] = evaluate_plan(model, plan, judge)
+        if b["eval_cos"] >= max(targets):
+            break
+    return out, clock.read()
+
+
+def best_uniform(baselines, target):
+    ok = [b for b in baselines if b["eval_cos"] is not None and b["eval_cos"] >= target]
+    return max(ok, key=lambda b: b["mac_reduction"]) if ok else None
+
+
+def print_layers(plan) -> None:
+    print(f"  {'layer':>44} {'kind':>10} {'series':>10} {'density':>7}")
+    for r in plan.describe():
+        print(f"  {r['layer']:>44} {r['kind']:>10} {r['series'] or '-':>10} {r['density']:>7.4f}")
 
 
 def main() -> None:
@@ -114,8 +138,10 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=24, help="calibration sentences (search)")
     ap.add_argument("--eval", type=int, default=256, help="held-out sentences (verification)")
     ap.add_argument("--margin", type=float, default=0.003, help="search at target + margin (held-out safety)")
+    ap.add_argument("--screen", type=float, default=0.01,
+                    help="uniform entries below (lowest target - screen) on calibration skip the held-out check")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.99, 0.98])
-    ap.add_argument("--uniform", nargs="+", default=UNIFORM, help="uniform single N:M configs to compare with")
+    ap.add_argument("--max-refine", type=int, default=48, help="TASDER: most evaluations refining each start")
     ap.add_argument("--no-errors", action="store_true", help="skip the per-layer error table")
     ap.add_argument("--name", default="bench_tasd", help="base name of the JSON/PNG files")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -131,47 +157,63 @@ def main() -> None:
 
     judge = Judge(model, args.calib, args.eval)
     calibration = lambda m: encode(m, judge.calib)  # noqa: E731
-    baselines = uniform_baselines(model, judge, calibration, args.uniform)
-    print("\nUniform single N:M configs (every encoder nn.Linear), held-out quality")
-    print(f"{'kind':>10} {'N:M':>6} {'MAC cut':>8} {'mean cos':>9} {'top-1':>6}")
+    clock = Clock()
+    search = hinm.TASDERSearch(model, calibration, judge.calib_quality, menu=TASDER_MENU, layers=encoder_layer,
+                               max_refine=args.max_refine)
+    setup = clock.read()
+    baselines, uniform_time = uniform_baselines(model, judge, search, args.targets, args.screen)
+    print(f"\nUniform configs (every encoder nn.Linear; {uniform_time['wall_s']:.0f} s wall), calibration and held-out")
+    print(f"{'kind':>10} {'series':>10} {'MAC cut':>8} {'calib cos':>9} {'eval cos':>9} {'top-1':>6}")
     for b in baselines:
-        print(f"{b['kind']:>10} {b['series']:>6} {b['mac_reduction']:>8.4f} {b['eval_cos']:>9.5f} {b['eval_top1']:>6.3f}")
+        ev = "-" if b["eval_cos"] is None else f"{b['eval_cos']:.5f}"
+        t1 = "-" if b["eval_top1"] is None else f"{b['eval_top1']:.3f}"
+        print(f"{b['kind']:>10} {b['series']:>10} {b['mac_reduction']:>8.4f} {b['calib_cos']:>9.5f} {ev:>9} {t1:>6}")
 
     plans, previous = [], None
-    for target in sorted(args.targets, reverse=True):  # each looser target continues from the last plan
-        t = time.time()
-        plan = hinm.tasder(model, calibration, judge.calib_quality, target=min(1.0, target + args.margin),
-                           menu=TASDER_MENU, layers=encoder_layer, start=previous)
+    for target in sorted(args.targets, reverse=True):  # a looser target also starts from the last plan
+        clock = Clock()
+        search_target = min(1.0, target + args.margin)
+        plan = search.search(search_target, start=previous)
+        took = clock.read()
         previous = plan
         cos, top1 = evaluate_plan(model, plan, judge)
-        ok = [b for b in baselines if b["eval_cos"] >= target]
-        best = max(ok, key=lambda b: b["mac_reduction"]) if ok else None
+        best = best_uniform(baselines, target)
         kinds = {k: sum(1 for lp in plan.layers.values() if lp.kind == k) for k in KINDS}
-        plans.append({"target": target, "search_target": min(1.0, target + args.margin),
-                      "mac_reduction": plan.mac_reduction, "calib_cos": plan.quality, "eval_cos": cos,
-                      "eval_top1": top1, "meets_target": cos >= target, "layer_kinds": kinds,
-                      "evaluations": len(plan.history), "seconds": time.time() - t,
-                      "best_uniform": best, "beats_uniform": best is None or plan.mac_reduction > best["mac_reduction"],
+        plans.append({"target": target, "search_target": search_target, "mac_reduction": plan.mac_reduction,
+                      "calib_cos": plan.quality, "eval_cos": cos, "eval_top1": top1, "meets_target": cos >= target,
+                      "layer_kinds": kinds, "evaluations": len(plan.history), **took,
+                      "calib_uniform": plan.uniform, "best_uniform": best,
+                      "beats_uniform": best is None or plan.mac_reduction > best["mac_reduction"],
                       "plan": json.loads(plan.to_json())})
+        print(f"\nTASDER plan, target {target} (searched at {search_target:.3f}): MAC cut {plan.mac_reduction:.4f}, "
+              f"calib cos {plan.quality:.5f}, held-out cos {cos:.5f}")
+        print_layers(plan)
         log_partial(args.out, args.name, plans)
 
-    print("\nTASDER vs the best uniform single N:M config meeting the target on held-out sentences")
-    print(f"{'target':>6} {'TASDER MAC cut':>14} {'eval cos':>9} {'top-1':>6} {'meets':>5} "
-          f"{'best uniform':>18} {'its MAC cut':>11} {'ratio':>6} {'layers W/A/dense':>17}")
+    print("\nTASDER vs the best uniform config meeting the target on held-out sentences (oracle)")
+    print(f"{'target':>6} {'TASDER cut':>10} {'eval cos':>9} {'top-1':>6} {'meets':>5} {'best uniform':>16} "
+          f"{'its cut':>8} {'its cos':>8} {'ratio':>6} {'W/A/dense':>10} {'evals':>5} {'wall s':>7} {'cpu s':>7}")
     for p in plans:
         b = p["best_uniform"]
         name = f"{b['kind'][0].upper()} {b['series']}" if b else "none"
         bcut = b["mac_reduction"] if b else 0.0
+        bcos = f"{b['eval_cos']:.5f}" if b else "-"
         ratio = p["mac_reduction"] / bcut if bcut else float("inf")
         k = p["layer_kinds"]
-        print(f"{p['target']:>6} {p['mac_reduction']:>14.4f} {p['eval_cos']:>9.5f} {p['eval_top1']:>6.3f} "
-              f"{str(p['meets_target']):>5} {name:>18} {bcut:>11.4f} {ratio:>6.2f} "
-              f"{k['weight']:>5}/{k['activation']}/{k['dense']}")
+        print(f"{p['target']:>6} {p['mac_reduction']:>10.4f} {p['eval_cos']:>9.5f} {p['eval_top1']:>6.3f} "
+              f"{str(p['meets_target']):>5} {name:>16} {bcut:>8.4f} {bcos:>8} {ratio:>6.2f} "
+              f"{str(k['weight']) + '/' + str(k['activation']) + '/' + str(k['dense']):>10} {p['evaluations']:>5} "
+              f"{p['wall_s']:>7.0f} {p['cpu_s']:>7.0f}")
+    print(f"(search setup: proxies {setup['wall_s']:.0f} s wall; uniform baselines {uniform_time['wall_s']:.0f} s wall; "
+          f"torch threads {torch.get_num_threads()}; the first target's time includes the per-layer sensitivity probes)")
 
     os.makedirs(args.out, exist_ok=True)
+    sens = search.sensitivities()
     result = {"model": "all-MiniLM-L6-v2", "calib_sentences": args.calib, "eval_sentences": args.eval,
-              "margin": args.margin, "errors": errors, "uniform": baselines, "tasder": plans,
-              "seconds": time.time() - t0}
+              "margin": args.margin, "screen": args.screen, "menu": {k: list(v) for k, v in TASDER_MENU.items()},
+              "errors": errors, "uniform": baselines, "uniform_time": uniform_time, "setup_time": setup,
+              "sensitivity": dict(sorted(sens.items(), key=lambda t: t[1])), "tasder": plans,
+              "torch_threads": torch.get_num_threads(), "seconds": time.time() - t0}
     with open(os.path.join(args.out, args.name + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     plot(result, os.path.join(args.out, args.name + ".png"))

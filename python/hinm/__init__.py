@@ -16,7 +16,7 @@ from .sptc import (from_semi_structured, sptc_compress, sptc_convert_layout, spt
                    sptc_metadata_from_positions, sptc_metadata_shape, sptc_to_torch, to_semi_structured)
 from .tasd import (TASDSeries, parse_series, pseudo_density, series_density, tasd, tasd_activation,
                    tasd_activation_linear, tasd_linear)
-from .tasder import LayerPlan, TASDERPlan, tasder, uniform_plan
+from .tasder import LayerPlan, TASDERPlan, TASDERSearch, tasder, uniform_plan
 
 __version__: str = _C.version()
 
@@ -70,7 +70,7 @@ __all__ = [
     "sptc_compress", "sptc_decompress", "sptc_metadata_from_positions", "sptc_metadata_shape", "sptc_convert_layout",
     "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
-    "series_density", "pseudo_density", "tasder", "TASDERPlan", "LayerPlan", "uniform_plan",
+    "series_density", "pseudo_density", "tasder", "TASDERPlan", "TASDERSearch", "LayerPlan", "uniform_plan",
     "sparsify_", "SparsifyReport", "HiNMLinear", "fold_mlp_permutations", "save", "load",
     "search_permutation", "PermutationResult", "permutation_retained", "linear_sum_assignment", "balanced_kmeans",
 ]
