@@ -475,7 +475,7 @@ class TASDERSearch:
 
     def best_uniform(self, floor: float) -> Optional[Tuple[str, str, Dict[str, LayerPlan], float]]:
         """The uniform plan that saves the most MACs while meeting floor (None if none does)."""
-        for kind, series, assign in self.uniform_candidates():
+        for kind, series, assign in self._bar(self.uniform_candidates(), "TASDER uniform"):
             q = self._evaluate(assign, "uniform", f"{kind} {series}")
             if q >= floor:
                 return kind, series, assign, q
@@ -555,7 +555,7 @@ class TASDERSearch:
         """Tries every ordered step that makes a layer cheaper, one at a time (kept if the floor
         holds); a layer whose step is rejected is not tried again."""
         stuck, tried = set(), 0
-        for mv in self.moves():
+        for mv in self._bar(self.moves(), f"TASDER refine ({label})"):
             if mv.layer in stuck or mv.option.density >= assign[mv.layer].density:
                 continue
             if tried >= self.max_refine:
