@@ -165,13 +165,15 @@ constexpr int64_t kPortableRowsBatch = 6;
 bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   if (!k.rows || n >= 16) return false;
   if (!k.rows_use_masks) return n <= kPortableRowsBatch;  // portable kernels: one scalar FMA per activation
-  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return n <= 8;  // measured crossover
-  // Rough cycles per 16 kept columns of one row: mask decode per 4 activations plus one FMA per
-  // activation, against one 16-lane FMA with three loads per value on the panel path.
+  // Measured crossover against the panel path (1 thread, 2:4 and HiNM 75%, 3072x768 to 4096x4096).
+  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return n <= 12;
+  // Mask-expansion patterns, per 16 kept columns of one row: a mask decode per call of up to 4
+  // activations plus one FMA per activation, against the panel path's cost per value (fitted on
+  // 3072x768 at 1 thread: 1:4 and 2:8 rows up to batch 4, 3:8 up to 6, 1:8 panel from batch 2).
   const double density = double(w.pattern.n) / w.pattern.m;
-  const double rows_cost = 2.0 * double((n + 3) / 4) + double(n);
-  const double panel_cost = 24.0 * density;
-  return rows_cost < panel_cost || n <= 2;
+  const double rows_cost = 8.0 * double((n + 3) / 4) + double(n);
+  const double panel_cost = 64.0 * density;
+  return rows_cost < panel_cost;
 }
 
 // Writes the kernel's totals (results[i * 4 + b]) of rows [s0, s0 + rows) for activations
