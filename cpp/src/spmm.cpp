@@ -193,9 +193,16 @@ void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, 
   }
 }
 
+// Weights larger than this stream from memory rather than the last-level cache: half of one
+// Zen 3/4 CCD's 32 MiB L3 (sysconf reports the whole package's L3, e.g. 320 MiB, which one core
+// never sees), leaving room for other data and other processes.
+constexpr double kStreamingBytes = 16.0 * 1024 * 1024;
+
 void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const HiNMView& w = *p.w;
   const int64_t blocks = spmm_mask_blocks(w);
+  const double weight_bytes = double(w.slots()) * double(w.compressed_cols()) * (dtype_size(w.values.dtype) + 1);
+  const bool prefetch = weight_bytes > kStreamingBytes;
   // Activations are used in place when they are already dense over the kept columns; otherwise
   // each item gathers them once, so gathering items take whole tiles (up to 128 rows).
   const bool direct = !w.col_idx && (p.linear_layout || p.act_c == 1);
@@ -231,6 +238,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
         a.vals_stride = w.values.stride;
         a.batch = int(std::min<int64_t>(4, p.batch - b0));
         a.kept = w.kept;
+        a.prefetch = prefetch;
         a.out = results;
         for (int b = 0; b < a.batch; ++b) {
           const float* src = p.act + (b0 + b) * p.act_b;

@@ -181,7 +181,7 @@ HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
 // m == 2n: 16 values cover 32 kept columns; their activations come from two registers by a
 // permute indexed by (value / n) * m + position. The main loop runs over whole steps of 16
 // values without masks; the last partial step (cnt % 16 values) is masked.
-template <class T, bool BF16, int RB, int B>
+template <class T, bool BF16, int RB, int B, bool PF>
 HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
   __m512 acc[RB][B];
 #pragma GCC unroll 16
@@ -208,6 +208,10 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     }
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) {
+      if constexpr (PF) {  // the same columns of the next group of rows, into L2
+        _mm_prefetch(reinterpret_cast<const char*>(vp[i] + j + RB * a.vals_stride), _MM_HINT_T1);
+        if ((j & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(pp[i] + j + RB * a.pos_stride), _MM_HINT_T1);
+      }
       const __m512i idx = _mm512_add_epi32(
           _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pp[i] + j))), base);
       const __m512 wv = load16<T, BF16>(vp[i] + j);
@@ -249,8 +253,12 @@ HINM_AVX512 void rows_b(const RowsArgs& a) {
     alignas(64) int32_t base_arr[16];
     for (int j = 0; j < 16; ++j) base_arr[j] = (j / a.n) * a.m;
     const __m512i base = _mm512_load_si512(base_arr);
-    for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B>(a, r, base);
-    for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B>(a, r, base);
+    if (a.prefetch) {
+      for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, true>(a, r, base);
+    } else {
+      for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, false>(a, r, base);
+    }
+    for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B, false>(a, r, base);
     return;
   }
   for (; r + RB <= a.rows; r += RB) rows_rb<T, BF16, RB, B>(a, r);

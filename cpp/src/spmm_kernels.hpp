@@ -60,6 +60,9 @@ struct RowsArgs {
   int64_t pos_stride = 0;
   int n = 2, m = 4;
   int64_t cnt = 0;                // values per row
+  // The weight streams from memory (larger than about half the last-level cache): the kernel
+  // prefetches the next group of rows into L2 (costs a little when the weight is cache-resident).
+  bool prefetch = false;
 };
 
 // The rows kernel reads positions directly (no masks) for these patterns.
