@@ -127,3 +127,18 @@ def test_fast_path_with_torch_tensors(rng):
     check_close(z.T.numpy(), (dense @ b.double().numpy()).T, dense, b.T.numpy())
     xg = x.clone().requires_grad_(True)  # not a plain tensor: the generic path handles it
     check_close(hinm.linear(xg, t).detach().numpy(), x.double().numpy() @ dense.T, dense, x.numpy())
+
+
+def test_weight_streaming_from_memory_matches_the_portable_kernels(rng):
+    # values + positions over 16 MiB: the AVX-512 rows kernel prefetches the next row group
+    t = hinm.compress_nm(rng.standard_normal((2048, 3400)).astype(np.float32), 2, 4)
+    assert t.values.nbytes + t.indices.nbytes > 16 * 2**20
+    x = rng.standard_normal((1, 3400)).astype(np.float32)
+    best = hinm.linear(x, t)
+    try:
+        _C.spmm_force_isa("generic")
+        portable = hinm.linear(x, t)
+    finally:
+        _C.spmm_force_isa("")
+    scale = np.abs(x) @ np.abs(t.values).repeat(2, axis=1).T + 1e-3  # the size of |x| @ |W|ᵀ
+    assert np.max(np.abs(best - portable) / scale) < 1e-5
