@@ -9,7 +9,7 @@ model's inputs to the same layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -122,19 +122,27 @@ def _run(model: torch.nn.Module, batch: Any, index: int, forward: Forward) -> No
         raise ValueError(f"calibration batch {index}: the model's forward failed: {type(e).__name__}: {e}") from None
 
 
+def _identity(x: torch.Tensor) -> tuple:
+    """What makes two *live* tensors the same data (only valid while both are referenced)."""
+    return (x.data_ptr(), tuple(x.shape), tuple(x.stride()), x.dtype)
+
+
 def _capture(model_layers: Dict[str, torch.nn.Linear], stop_after: Optional[str], sink: Dict[str, torch.Tensor],
              rows: Optional[torch.Tensor] = None):
     handles = []
-    masked: Dict[tuple, torch.Tensor] = {}  # one masked copy per input tensor, so sharing stays visible
+    # one masked copy per input tensor, so sharing stays visible. The cache holds the original too:
+    # a freed input's memory is reused by later tensors of the same shape (same data_ptr), which
+    # would otherwise hand a later layer an earlier layer's inputs.
+    masked: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def make(name: str, layer: torch.nn.Linear):
         def hook(module, args):
             x = args[0] if args else None
             if rows is not None and isinstance(x, torch.Tensor) and tuple(x.shape[:-1]) == tuple(rows.shape):
-                key = (x.data_ptr(), tuple(x.shape))
+                key = _identity(x)
                 if key not in masked:
-                    masked[key] = x[rows]  # real tokens only: padding would pollute the statistics
-                x = masked[key]
+                    masked[key] = (x, x[rows])  # real tokens only: padding would pollute the statistics
+                x = masked[key][1]
             sink[name] = validate_inputs(x, layer.in_features, f"layer '{name}'")
             if name == stop_after:
                 raise _Stop()
@@ -156,7 +164,7 @@ def execution_groups(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear],
         def hook(module, args):
             x = args[0] if args else None
             if isinstance(x, torch.Tensor) and all(s[0] != name for s in seen):
-                seen.append((name, x.data_ptr(), tuple(x.shape)))
+                seen.append((name, _identity(x), x))  # x held: a freed tensor's address is reused
         return hook
 
     handles = [layer.register_forward_pre_hook(make(n)) for n, layer in layers.items()]
@@ -166,8 +174,8 @@ def execution_groups(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear],
         for h in handles:
             h.remove()
     groups: List[List[str]] = []
-    for i, (name, ptr, shape) in enumerate(seen):
-        if i and (ptr, shape) == seen[i - 1][1:]:
+    for i, (name, key, _) in enumerate(seen):
+        if i and key == seen[i - 1][1]:
             groups[-1].append(name)
         else:
             groups.append([name])
@@ -213,7 +221,8 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
                     h.remove()
         owner: Dict[tuple, str] = {}  # layers fed the very same tensor share one accumulator
         for name, x in got.items():
-            key = (x.data_ptr(), tuple(x.shape), dense_got[name].data_ptr() if paired and name in dense_got else 0)
+            # x and dense_got[name] are alive (held by got/dense_got): identities are unambiguous
+            key = (_identity(x), _identity(dense_got[name]) if paired and name in dense_got else None)
             if key in owner:
                 shared[name] = owner[key]
                 continue
