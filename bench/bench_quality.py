@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from hinm._st import calibration_batches, quiet_transformers, st_forward, st_token_mask  # noqa: E402
 from hinm.calibration import collect_stats  # noqa: E402
-from hinm.distill import DistillConfig, distill  # noqa: E402
+from hinm.distillation import DistillConfig, distill  # noqa: E402
 from hinm.quality import doc_sentences, embedding_agreement, encode, load_minilm  # noqa: E402
 from hinm.sparsify import select_linears, sparsify_  # noqa: E402
 

@@ -26,14 +26,16 @@ _logging.getLogger("hinm").addHandler(_logging.NullHandler())
 # torch-only parts, imported on first use so that `import hinm` does not need torch
 _LAZY = {"sparsify_": ("sparsify", "sparsify_"), "SparsifyReport": ("sparsify", "SparsifyReport"),
          "HiNMLinear": ("nn", "HiNMLinear"), "fold_mlp_permutations": ("nn", "fold_mlp_permutations"),
-         "save": ("io", "save"), "load": ("io", "load")}
+         "save": ("io", "save"), "load": ("io", "load"),
+         "distill": ("distillation", "distill"), "DistillConfig": ("distillation", "DistillConfig"),
+         "DistillReport": ("distillation", "DistillReport")}
 
 
 def __getattr__(name: str):
     import importlib
 
     # hinm.training needs torch, so it is imported on first use, not with hinm.
-    if name in ("training", "nn", "io", "sparsify", "calibration", "reconstruct", "saliency"):
+    if name in ("training", "nn", "io", "sparsify", "calibration", "reconstruct", "saliency", "distillation"):
         return importlib.import_module("." + name, __name__)
     if name in _LAZY:
         module, attr = _LAZY[name]
@@ -71,6 +73,7 @@ __all__ = [
     "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",
     "series_density", "pseudo_density", "tasder", "TASDERPlan", "TASDERSearch", "LayerPlan", "uniform_plan",
-    "sparsify_", "SparsifyReport", "HiNMLinear", "fold_mlp_permutations", "save", "load",
+    "sparsify_", "SparsifyReport", "HiNMLinear", "fold_mlp_permutations", "save", "load", "distill", "DistillConfig",
+    "DistillReport",
     "search_permutation", "PermutationResult", "permutation_retained", "linear_sum_assignment", "balanced_kmeans",
 ]

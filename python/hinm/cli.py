@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--saliency", choices=["magnitude", "activation", "obs"], default=None,
                     help="default: activation with --calibration, else magnitude")
     pr.add_argument("--reconstruct", action="store_true", help="layer-wise reconstruction (needs --calibration)")
+    pr.add_argument("--distill-steps", type=int, default=None, metavar="N",
+                    help="then distil the pruned model from the dense one on the calibration text, masks fixed")
+    pr.add_argument("--distill-seconds", type=float, default=None, metavar="S", help="distillation wall-clock budget")
     pr.add_argument("--targets", nargs="*", default=None, metavar="REGEX", help="layers to prune (default: all Linear)")
     pr.add_argument("--ignore", nargs="*", default=(), metavar="REGEX", help="layers to leave dense")
     pr.add_argument("-o", "--out", required=True, help="output folder")

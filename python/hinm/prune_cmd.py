@@ -8,6 +8,8 @@ OUT/report.json and OUT/report.md."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import re
 import time
@@ -65,6 +67,19 @@ def _calibration(model, kind: str, path: Path, sentences: List[str]):
     return batches, None
 
 
+def _distill_config(args):
+    steps, seconds = getattr(args, "distill_steps", None), getattr(args, "distill_seconds", None)
+    if steps is None and seconds is None:
+        return None
+    if not args.calibration:
+        raise ValueError("--distill-steps/--distill-seconds need --calibration FILE (the text to distil on)")
+    if Path(args.model).is_file():
+        raise ValueError("distillation needs a model folder (a weights file cannot be run)")
+    from .distillation import DistillConfig
+
+    return DistillConfig(steps=steps, seconds=seconds)
+
+
 def _token_mask(batch):
     return batch["attention_mask"].bool()
 
@@ -83,6 +98,7 @@ def run_prune(args) -> Dict[str, Any]:
         raise ValueError(f"output path {args.out} exists and is not a folder")
     if args.reconstruct and not args.calibration:
         raise ValueError("--reconstruct needs --calibration FILE")
+    distill_config = _distill_config(args)
     start = time.perf_counter()
     if model_path.is_file():
         if args.calibration:
@@ -94,15 +110,21 @@ def run_prune(args) -> Dict[str, Any]:
         batches = forward = None
         if args.calibration:
             batches, forward = _calibration(model, kind, model_path, _read_calibration(args.calibration))
+        teacher = copy.deepcopy(model) if distill_config is not None else None
         report = sparsify_(model, config, targets=args.targets, ignore=args.ignore or (), permute=args.permute,
                            calibration=batches, saliency=args.saliency, reconstruct=bool(args.reconstruct),
                            calibration_forward=forward, calibration_token_mask=_token_mask if batches else None,
                            progress=True)
         if not report.layers:
             raise ValueError("no layer was pruned (check --targets/--ignore and the config)")
+        distilled = None
+        if distill_config is not None:
+            from .distillation import distill
+
+            distilled = dataclasses.asdict(distill(model, teacher, batches, distill_config, forward=forward))
         out.mkdir(parents=True, exist_ok=True)
         save(model, out / "model.hinm.safetensors")
-        result = dict(model=str(model_path), kind=kind, report=report.to_dict())
+        result = dict(model=str(model_path), kind=kind, report=report.to_dict(), distillation=distilled)
         (out / "report.md").write_text(f"# hinm prune {model_path.name} → {config}\n\n{report.table()}\n")
     result["seconds"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)

@@ -90,11 +90,11 @@ def test_dense_input_reconstruction_cuts_true_layer_error(method):
     assert not rep.sequential
     for r in rep.layers:
         x = inputs[r.name]
-        w = dense.get_submodule(r.name).weight.double()
+        w = dense.get_submodule(r.name).weight.detach().double()
         ref = x @ w.T
 
         def err(m):
-            return float(((x @ m.get_submodule(r.name).weight.double().T - ref) ** 2).sum() / (ref ** 2).sum())
+            return float(((x @ m.get_submodule(r.name).weight.detach().double().T - ref) ** 2).sum() / (ref ** 2).sum())
 
         before, after = err(plain), err(rec)
         # the reported errors are the true ones, and reconstruction really reconstructs

@@ -65,6 +65,8 @@ def test_non_linear_target_and_bad_calibration(capsys, tmp_path, tiny_bert):
     assert "matches no nn.Linear" in msg and "LayerNorm" in msg
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
+    assert "need --calibration" in _one_line_error(capsys, ["prune", str(tiny_bert), "--distill-steps", "2",
+                                                           "-o", str(tmp_path / "o")])
     assert "no non-empty lines" in _one_line_error(capsys, ["prune", str(tiny_bert), "--calibration", str(empty),
                                                             "-o", str(tmp_path / "o")])
 
@@ -77,8 +79,10 @@ def test_prune_folder_and_reload(capsys, tmp_path, tiny_bert):
     calib.write_text("\n".join(" ".join("abcdefgh"[(i + j) % 8] for j in range(5 + i % 4)) for i in range(24)))
     out = tmp_path / "out"
     assert main(["prune", str(tiny_bert), "--config", "2:4", "--permute", "identity", "--calibration", str(calib),
-                 "--reconstruct", "-o", str(out)]) == 0
-    report = json.loads((out / "report.json").read_text())["report"]
+                 "--reconstruct", "--distill-steps", "3", "-o", str(out)]) == 0
+    result = json.loads((out / "report.json").read_text())
+    assert result["distillation"]["steps"] == 3 and result["distillation"]["masked_layers"] == 7
+    report = result["report"]
     assert len(report["layers"]) == 7 and report["sequential"]
     assert all(r["error_after"] <= r["error_before"] for r in report["layers"])
     model = hinm.load(out / "model.hinm.safetensors", transformers.AutoModel.from_pretrained(str(tiny_bert)))

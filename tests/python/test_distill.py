@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import hinm  # noqa: E402
-from hinm.distill import DistillConfig, distill  # noqa: E402
+from hinm import DistillConfig, distill  # noqa: E402
 from hinm.nn import HiNMLinear  # noqa: E402
 
 

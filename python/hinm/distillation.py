@@ -10,7 +10,8 @@ with every sparsity mask held fixed, ending in a hard-masked, compressible model
   mask = weight != 0 (a dense layer has no exact zeros, so it trains freely).
 - The loss compares outputs of model(batch) (or `forward(model, batch)`): a tensor by relative
   squared error; a dict as sentence-transformers returns it by (1 − cosine) of 'sentence_embedding'
-  plus relative squared error of 'token_embeddings' over real tokens ('attention_mask').
+  plus relative squared error of 'token_embeddings' over real tokens ('attention_mask'); a
+  transformers output by relative squared error of 'last_hidden_state'.
 Both models run in eval mode (no dropout: the student imitates the teacher's deterministic outputs).
 Word-embedding tables stay frozen (large, and not pruned); everything else trains (Adam)."""
 
@@ -162,6 +163,8 @@ def distill_loss(student_out: Any, teacher_out: Any, hidden_weight: float = 1.0)
                 hs, ht = hs[real.bool()], ht[real.bool()]
             loss = loss + hidden_weight * _rel_sq(hs, ht)
         return loss
+    if isinstance(teacher_out, dict) and isinstance(teacher_out.get("last_hidden_state"), torch.Tensor):
+        return _rel_sq(student_out["last_hidden_state"].float(), teacher_out["last_hidden_state"].float())
     if isinstance(teacher_out, (tuple, list)) and teacher_out and isinstance(teacher_out[0], torch.Tensor):
         return _rel_sq(student_out[0].float(), teacher_out[0].float())
     raise ValueError("distill: the model's output must be a tensor, a tuple starting with one, or a "
