@@ -309,6 +309,35 @@ void gather_portable(const detail::GatherArgs& g) {
   }
 }
 
+// Writes an item's results acc [rows][width] (lane b = batch element b) to the output rows.
+void store_item(const Problem& p, const detail::PanelPosKernels* fast, const RowItem& item, const float* acc,
+                int64_t width) {
+  const HiNMView& w = *p.w;
+  const int64_t rows = item.s1 - item.s0, r0 = out_row(w, item.s0);
+  bool consecutive = p.out_r == 1;  // the item's slots are consecutive output rows of x W^T
+  for (int64_t i = 1; consecutive && i < rows; ++i) consecutive = out_row(w, item.s0 + i) == r0 + i;
+  if (fast && consecutive) {
+    detail::StoreArgs s;
+    s.acc = acc;
+    s.acc_stride = width;
+    s.rows = rows;
+    s.batch = p.batch;
+    s.out = p.out + r0;
+    s.out_b = p.out_b;
+    s.bias = p.bias ? p.bias + r0 : nullptr;
+    s.accumulate = p.accumulate;
+    return fast->store(s);
+  }
+  if (p.out_b == 1) {  // spmm: an output row holds the batch contiguously
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t b = 0; b < p.batch; ++b) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
+    return;
+  }
+  // Batch-outer: consecutive slots land in one output row (linear) and stay in cache.
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t i = 0; i < rows; ++i) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
+}
+
 // Chunk c (values [c*step, ...)) of slot row s0+i goes to pack + c*step*rows + i*(its length).
 void pack_item(const HiNMView& w, const SpmmKernels& k, int64_t s0, int64_t rows, int64_t step, float* vpack,
                uint8_t* ppack) {
@@ -414,9 +443,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
           fast ? fast->panel(a) : k.panel(a);
         }
       }
-      // Batch-outer: consecutive slots land in one output row (linear) and stay in cache.
-      for (int64_t b = 0; b < p.batch; ++b)
-        for (int64_t i = 0; i < rows; ++i) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
+      store_item(p, fast, item, acc, width);
     }
   });
 }

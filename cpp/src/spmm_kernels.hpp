@@ -90,11 +90,25 @@ struct TransposeArgs {
   float* dst = nullptr;
 };
 
+// Result store of consecutive output rows: out[b * out_b + i] (= or +=) acc[i * acc_stride + b]
+// (+ bias[i]) for i < rows, b < batch.
+struct StoreArgs {
+  const float* acc = nullptr;
+  int64_t acc_stride = 0;
+  int64_t rows = 0;
+  int64_t batch = 0;
+  float* out = nullptr;
+  int64_t out_b = 0;
+  const float* bias = nullptr;
+  bool accumulate = false;
+};
+
 // The panel path with positions read in the kernel (no offsets table); nb in {8, 16, 32, 48, 64}.
 struct PanelPosKernels {
   void (*panel)(const PanelArgs&);
   void (*gather)(const GatherArgs&);
   void (*transpose)(const TransposeArgs&);
+  void (*store)(const StoreArgs&);
 };
 
 const SpmmKernels& kernels_generic();
