@@ -311,7 +311,7 @@ void gather_portable(const detail::GatherArgs& g) {
 
 // Writes an item's results acc [rows][width] (lane b = batch element b) to the output rows.
 void store_item(const Problem& p, const detail::PanelPosKernels* fast, const RowItem& item, const float* acc,
-                int64_t width) {
+                int64_t width, int64_t b0, int64_t b1) {
   const HiNMView& w = *p.w;
   const int64_t rows = item.s1 - item.s0, r0 = out_row(w, item.s0);
   bool consecutive = p.out_r == 1;  // the item's slots are consecutive output rows of x W^T
@@ -321,8 +321,8 @@ void store_item(const Problem& p, const detail::PanelPosKernels* fast, const Row
     s.acc = acc;
     s.acc_stride = width;
     s.rows = rows;
-    s.batch = p.batch;
-    s.out = p.out + r0;
+    s.batch = b1 - b0;
+    s.out = p.out + b0 * p.out_b + r0;
     s.out_b = p.out_b;
     s.bias = p.bias ? p.bias + r0 : nullptr;
     s.accumulate = p.accumulate;
@@ -330,12 +330,12 @@ void store_item(const Problem& p, const detail::PanelPosKernels* fast, const Row
   }
   if (p.out_b == 1) {  // spmm: an output row holds the batch contiguously
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t b = 0; b < p.batch; ++b) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
+      for (int64_t b = b0; b < b1; ++b) store(p, b, out_row(w, item.s0 + i), acc[i * width + b - b0]);
     return;
   }
   // Batch-outer: consecutive slots land in one output row (linear) and stay in cache.
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t i = 0; i < rows; ++i) store(p, b, out_row(w, item.s0 + i), acc[i * width + b]);
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t i = 0; i < rows; ++i) store(p, b, out_row(w, item.s0 + i), acc[i * width + b - b0]);
 }
 
 // Chunk c (values [c*step, ...)) of slot row s0+i goes to pack + c*step*rows + i*(its length).
@@ -363,7 +363,11 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const int n = w.pattern.n, m = w.pattern.m;
   const int nb = panel_lanes(p.batch);
   const int64_t nblocks = (p.batch + nb - 1) / nb;
-  const int64_t width = nblocks * nb + 16;  // +16: no power-of-two stride (L1 set conflicts in the store)
+  // Big batches go in groups of two lane blocks, every item per group: the group's slice of x
+  // (K x 128 floats) then stays in L2 while the items stream by (all blocks at once read x from L3
+  // for every item; ~1.2x slower at batch 512).
+  const int64_t group_blocks = 2, groups = (nblocks + group_blocks - 1) / group_blocks;
+  const int64_t width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
   int64_t kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
   const int64_t K = w.cols;
   float* xt = nullptr;
@@ -372,10 +376,13 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
     transpose_activations(p, nb, nblocks, xt, fast);
   }
   const auto items = row_items(w, 64);
-  const int64_t grain = small_problem(p) ? int64_t(items.size()) : 1;
-  parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
-    for (int64_t it = i0; it < i1; ++it) {
-      const RowItem& item = items[size_t(it)];
+  const int64_t units = groups * int64_t(items.size());
+  const int64_t grain = small_problem(p) ? units : 1;
+  parallel_for(units, grain, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const RowItem& item = items[size_t(u % int64_t(items.size()))];
+      const int64_t blk0 = u / int64_t(items.size()) * group_blocks;
+      const int64_t blk1 = std::min(nblocks, blk0 + group_blocks);
       const int64_t rows = item.s1 - item.s0;
       const int32_t* cols = tile_cols(w, item.tile);
       float* acc = scratch<float, 3>(size_t(rows * width));
@@ -384,7 +391,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
       // positions are packed chunk-major first: each chunk's rows are then one contiguous block,
       // read once per batch block, instead of `rows` short pieces a weight row apart (measured
       // ~15% faster at batch 128; at one block the copy costs about what it saves).
-      const bool pack = nblocks > 1 || w.values.dtype != DType::f32;
+      const bool pack = blk1 - blk0 > 1 || w.values.dtype != DType::f32;
       float* vpack = pack ? scratch<float, 4>(size_t(rows * cc)) : nullptr;
       uint8_t* ppack = pack ? scratch<uint8_t, 7>(size_t(rows * cc)) : nullptr;
       if (pack) pack_item(w, k, item.s0, rows, kc / m * n, vpack, ppack);
@@ -418,7 +425,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
           for (int64_t i = 0; i < rows; ++i)
             k.offsets(a.pos + i * a.pos_stride, cnt, n, m, nb, obuf + i * cnt);
         }
-        for (int64_t blk = 0; blk < nblocks; ++blk) {
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
           if (xt && !cols) {
             a.panel = xt + (blk * K + c0) * nb;
           } else {
@@ -439,11 +446,11 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
             fast ? fast->gather(g) : gather_portable(g);
             a.panel = pbuf;
           }
-          a.acc = acc + blk * nb;
+          a.acc = acc + (blk - blk0) * nb;
           fast ? fast->panel(a) : k.panel(a);
         }
       }
-      store_item(p, fast, item, acc, width);
+      store_item(p, fast, item, acc, width, blk0 * nb, std::min(p.batch, blk1 * nb));
     }
   });
 }
