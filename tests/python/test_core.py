@@ -32,3 +32,22 @@ def test_info_module_prints_build_and_devices():
     assert hinm.__version__ in out
     if hinm.built_with_cuda():
         assert "80" in out and "90a" in out
+
+
+def _omp_policy_after_import(env_value, torch_first):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_value is not None:
+        env["OMP_WAIT_POLICY"] = env_value
+    code = ("import os\n" + ("import torch\n" if torch_first else "") +
+            "import hinm\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_import_sets_passive_omp_wait_policy_only_when_undecided():
+    assert _omp_policy_after_import(None, torch_first=False) == "passive"
+    assert _omp_policy_after_import("active", torch_first=False) == "active"
+    assert _omp_policy_after_import(None, torch_first=True) == "None"
