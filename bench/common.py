@@ -51,8 +51,16 @@ def setup_threads(n: int = THREADS) -> int:
     return n
 
 
+IDLE_PAUSE_S = 0.3
+
+
 def timeit(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, min_time: float = 0.02) -> float:
-    """Median seconds per call. Each repeat runs fn enough times to last about min_time."""
+    """Median seconds per call. Each repeat runs fn enough times to last about min_time.
+
+    Starts after a short pause: the thread pools of the previous candidate (OpenBLAS, OpenMP) keep
+    their workers spinning for up to ~0.1 s after its last call, and those spinners take the cores
+    from whatever is timed next (a 2-thread 50 us product measured 2x slower right after numpy)."""
+    time.sleep(IDLE_PAUSE_S)
     for _ in range(warmup):
         fn()
     t0 = _clock()
