@@ -18,55 +18,6 @@
 namespace hinm::detail {
 namespace {
 
-// --- panel kernel: RB rows at a time (enough independent FMA chains to hide latency), W vectors
-// of 16 batch lanes per row -------------------------------------------------------------------
-template <int W, int RB>
-HINM_AVX512 void panel_rows(const PanelArgs& a, int64_t r) {
-  __m512 c[RB][W];
-  float* y[RB];
-  const float* v[RB];
-  const int32_t* o[RB];
-#pragma GCC unroll 8
-  for (int i = 0; i < RB; ++i) {
-    y[i] = a.acc + (r + i) * a.acc_stride;
-    v[i] = a.vals + (r + i) * a.vals_stride;
-    o[i] = a.offs + (r + i) * a.offs_stride;
-#pragma GCC unroll 4
-    for (int w = 0; w < W; ++w) c[i][w] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(y[i] + 16 * w);
-  }
-  for (int64_t j = 0; j < a.cnt; ++j) {
-#pragma GCC unroll 8
-    for (int i = 0; i < RB; ++i) {
-      const __m512 wv = _mm512_set1_ps(v[i][j]);
-      const float* p = a.panel + o[i][j];
-#pragma GCC unroll 4
-      for (int w = 0; w < W; ++w) c[i][w] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 16 * w), c[i][w]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < RB; ++i)
-#pragma GCC unroll 4
-    for (int w = 0; w < W; ++w) _mm512_storeu_ps(y[i] + 16 * w, c[i][w]);
-}
-
-template <int W>
-HINM_AVX512 void panel_w(const PanelArgs& a) {
-  constexpr int RB = W == 1 ? 8 : W == 2 ? 4 : 2;
-  int64_t r = 0;
-  for (; r + RB <= a.rows; r += RB) panel_rows<W, RB>(a, r);
-  for (; r < a.rows; ++r) panel_rows<W, 1>(a, r);
-}
-
-HINM_AVX512 void panel(const PanelArgs& a) {
-  switch (a.nb) {
-    case 16: return panel_w<1>(a);
-    case 32: return panel_w<2>(a);
-    case 48: return panel_w<3>(a);
-    case 64: return panel_w<4>(a);
-  }
-  throw std::logic_error("spmm avx512 panel: unsupported lane count");
-}
-
 // --- value loads: `cnt` (<= 16) consecutive values as float32 lanes 0..cnt-1 ---------------
 HINM_AVX512 inline __m512 load_f32(const float* p, unsigned cnt) {
   return _mm512_maskz_loadu_ps(__mmask16((1u << cnt) - 1u), p);
@@ -304,30 +255,12 @@ HINM_AVX512 void to_f32(const void* src, DType t, int64_t count, float* dst) {
   for (; i < count; ++i) dst[i] = load_as_float(src, t, i);
 }
 
-HINM_AVX512 void offsets(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs) {
-  int64_t j = 0;
-  if (16 % n == 0) {  // 16 values span 16/n whole groups: one base pattern, shifted per step
-    alignas(64) int32_t base[16];
-    for (int i = 0; i < 16; ++i) base[i] = (i / n) * m * nb;
-    __m512i b = _mm512_load_si512(base);
-    const __m512i step = _mm512_set1_epi32(16 / n * m * nb);
-    const __m512i top = _mm512_set1_epi32(m - 1), lanes = _mm512_set1_epi32(nb);
-    for (; j + 16 <= cnt; j += 16) {
-      __m512i p = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pos + j)));
-      p = _mm512_mullo_epi32(_mm512_min_epu32(p, top), lanes);
-      _mm512_storeu_si512(offs + j, _mm512_add_epi32(p, b));
-      b = _mm512_add_epi32(b, step);
-    }
-  }
-  const int top = m - 1;
-  for (int32_t base = int32_t(j / n * m * nb); j < cnt; j += n, base += m * nb)
-    for (int q = 0; q < n; ++q) offs[j + q] = base + (pos[j + q] < top ? pos[j + q] : top) * nb;
-}
-
 }  // namespace
 
+// The panel path (batch above the rows kernels' range) runs spmm_avx512_panel.cpp's kernels, which
+// read the in-group positions directly; the offsets-table panel kernel is never needed here.
 const SpmmKernels& kernels_avx512() {
-  static const SpmmKernels k{"avx512", panel, rows, to_f32, offsets};
+  static const SpmmKernels k{"avx512", kernels_avx2().panel, rows, to_f32, kernels_avx2().offsets};
   return k;
 }
 
