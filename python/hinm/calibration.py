@@ -122,6 +122,19 @@ def _run(model: torch.nn.Module, batch: Any, index: int, forward: Forward) -> No
         raise ValueError(f"calibration batch {index}: the model's forward failed: {type(e).__name__}: {e}") from None
 
 
+def _run_capturing(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], batch: Any, index: int,
+                   forward: Forward, stop_after: Optional[str], sink: Dict[str, torch.Tensor],
+                   rows: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Runs the model on one batch with input hooks on `layers` (removed afterwards); returns sink."""
+    handles = _capture(layers, stop_after, sink, rows)
+    try:
+        _run(model, batch, index, forward)
+    finally:
+        for h in handles:
+            h.remove()
+    return sink
+
+
 def _identity(x: torch.Tensor) -> tuple:
     """What makes two *live* tensors the same data (only valid while both are referenced)."""
     return (x.data_ptr(), tuple(x.shape), tuple(x.stride()), x.dtype)
@@ -203,22 +216,11 @@ def collect_stats(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], ba
     accs = {n: _Accumulator(l.in_features, f"layer '{n}'", paired) for n, l in layers.items()}
     shared: Dict[str, str] = {}
     for i, batch in enumerate(batches):
-        got: Dict[str, torch.Tensor] = {}
         rows = token_mask(batch).bool() if token_mask is not None else None
-        handles = _capture(layers, stop_after, got, rows)
-        try:
-            _run(model, batch, i, forward)
-        finally:
-            for h in handles:
-                h.remove()
+        got = _run_capturing(model, layers, batch, i, forward, stop_after, {}, rows)
         dense_got: Dict[str, torch.Tensor] = dense_inputs[i] if dense_inputs is not None else {}
         if dense_model is not None:
-            handles = _capture(dense_layers, stop_after, dense_got, rows)
-            try:
-                _run(dense_model, batch, i, forward)
-            finally:
-                for h in handles:
-                    h.remove()
+            _run_capturing(dense_model, dense_layers, batch, i, forward, stop_after, dense_got, rows)
         owner: Dict[tuple, str] = {}  # layers fed the very same tensor share one accumulator
         for name, x in got.items():
             # x and dense_got[name] are alive (held by got/dense_got): identities are unambiguous
@@ -238,13 +240,6 @@ def capture_inputs(model: torch.nn.Module, layers: Dict[str, torch.nn.Linear], b
     one copy) — the dense model's side of sequential reconstruction, computed in one pass."""
     out = []
     for i, batch in enumerate(check_batches(batches)):
-        got: Dict[str, torch.Tensor] = {}
         rows = token_mask(batch).bool() if token_mask is not None else None
-        handles = _capture(layers, None, got, rows)
-        try:
-            _run(model, batch, i, forward)
-        finally:
-            for h in handles:
-                h.remove()
-        out.append(got)
+        out.append(_run_capturing(model, layers, batch, i, forward, None, {}, rows))
     return out

@@ -21,6 +21,17 @@ struct Fixture {
     for (auto& x : w) x = std::normal_distribution<float>()(rng);
   }
   int64_t tiles() const { return (r + v - 1) / v; }
+  int64_t slots() const { return tiles() * v; }
+  int64_t kc() const { return kt / p.m * p.n; }
+  // A container over the caller's buffers ([slots, kc] values and positions); col_idx and
+  // row_perm are left for the test to set.
+  HiNMView view(std::vector<float>& values, std::vector<uint8_t>& pos) const {
+    HiNMView out;
+    out.rows = r; out.cols = k; out.v = v; out.kept = kt; out.pattern = p;
+    out.values = make_matrix(values.data(), DType::f32, slots(), kc());
+    out.positions = make_matrix(pos.data(), DType::u8, slots(), kc());
+    return out;
+  }
 };
 }  // namespace
 
@@ -52,14 +63,11 @@ TEST(hinm_compress_roundtrip_with_permutations) {
   std::vector<int64_t> row_perm(f.r);
   std::iota(row_perm.begin(), row_perm.end(), 0);
   std::shuffle(row_perm.begin(), row_perm.end(), std::mt19937(5));
-  const int64_t slots = f.tiles() * f.v, kc = f.kt / 2;
-  std::vector<float> values(slots * kc), dense(f.r * f.k);
-  std::vector<uint8_t> pos(slots * kc);
+  const int64_t kc = f.kc();
+  std::vector<float> values(f.slots() * kc), dense(f.r * f.k);
+  std::vector<uint8_t> pos(f.slots() * kc);
   std::vector<int32_t> col_idx(f.tiles() * f.kt);
-  HiNMView view;
-  view.rows = f.r; view.cols = f.k; view.v = f.v; view.kept = f.kt; view.pattern = f.p;
-  view.values = make_matrix(values.data(), DType::f32, slots, kc);
-  view.positions = make_matrix(pos.data(), DType::u8, slots, kc);
+  HiNMView view = f.view(values, pos);
   view.row_perm = row_perm.data();
   hinm_compress(make_matrix(f.w.data(), DType::f32, f.r, f.k), Matrix{}, view, col_idx.data(), nullptr);
   view.col_idx = col_idx.data();
@@ -77,23 +85,17 @@ TEST(hinm_compress_roundtrip_with_permutations) {
 
 TEST(hinm_validate_names_each_corruption) {
   Fixture f;
-  const int64_t slots = f.tiles() * f.v, kc = f.kt / 2;
-  std::vector<float> values(slots * kc);
-  std::vector<uint8_t> pos(slots * kc);
+  std::vector<float> values(f.slots() * f.kc());
+  std::vector<uint8_t> pos(f.slots() * f.kc());
   std::vector<int32_t> col_idx(f.tiles() * f.kt);
-  HiNMView view;
-  view.rows = f.r; view.cols = f.k; view.v = f.v; view.kept = f.kt; view.pattern = f.p;
-  view.values = make_matrix(values.data(), DType::f32, slots, kc);
-  view.positions = make_matrix(pos.data(), DType::u8, slots, kc);
+  HiNMView view = f.view(values, pos);
   hinm_compress(make_matrix(f.w.data(), DType::f32, f.r, f.k), Matrix{}, view, col_idx.data(), nullptr);
   view.col_idx = col_idx.data();
   hinm_validate(view);
   auto rejects = [&](auto edit, const char* needle) {
     auto v2 = values; auto p2 = pos; auto c2 = col_idx;
     edit(v2, p2, c2);
-    HiNMView broken = view;
-    broken.values = make_matrix(v2.data(), DType::f32, slots, kc);
-    broken.positions = make_matrix(p2.data(), DType::u8, slots, kc);
+    HiNMView broken = f.view(v2, p2);
     broken.col_idx = c2.data();
     try {
       hinm_validate(broken);
@@ -106,7 +108,7 @@ TEST(hinm_validate_names_each_corruption) {
   rejects([&](auto&, auto&, auto& c) { c[f.kt + 1] = c[f.kt]; }, "twice");
   rejects([&](auto&, auto& p, auto&) { p[1] = p[0]; }, "strictly increasing");
   rejects([&](auto&, auto& p, auto&) { p[2] = 4; }, "strictly increasing");
-  rejects([&](auto& v, auto&, auto&) { v[(slots - 1) * kc] = 1.f; }, "padding slot");
+  rejects([&](auto& v, auto&, auto&) { v[(f.slots() - 1) * f.kc()] = 1.f; }, "padding slot");
   std::vector<int64_t> bad_perm(f.r, 0);
   view.row_perm = bad_perm.data();
   CHECK_THROWS(hinm_validate(view), std::invalid_argument);

@@ -133,17 +133,21 @@ def test_torch_in_torch_out_without_copies(rng):
 def test_results_do_not_depend_on_thread_count(rng):
     w, _ = make_hinm(rng, 300, 128, 64, 2, 4, kept=64)
     nm = hinm.compress_nm(rng.standard_normal((200, 96)).astype(np.float32), 1, 4)
+    for weight, k in ((w, 128), (nm, 96)):
+        for batch in (1, 7, 50):
+            assert_thread_independent(weight, rng.standard_normal((batch, k)).astype(np.float32))
+
+
+def assert_thread_independent(weight, x):
+    """hinm.linear(x, weight) is bit-identical on 1 and 2 threads."""
     try:
-        for weight, k in ((w, 128), (nm, 96)):
-            for batch in (1, 7, 50):
-                x = rng.standard_normal((batch, k)).astype(np.float32)
-                hinm.set_num_threads(1)
-                one = hinm.linear(x, weight)
-                hinm.set_num_threads(2)
-                two = hinm.linear(x, weight)
-                assert np.array_equal(one, two)
+        hinm.set_num_threads(1)
+        one = hinm.linear(x, weight)
+        hinm.set_num_threads(2)
+        two = hinm.linear(x, weight)
     finally:
         hinm.set_num_threads(0)
+    assert np.array_equal(one, two)
 
 
 def test_bad_inputs_raise_clear_errors(rng, monkeypatch):

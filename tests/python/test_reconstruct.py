@@ -11,24 +11,7 @@ from hinm._plan import Unstructured, compress_scores, is_legal, make_plan  # noq
 from hinm.calibration import LayerStats, collect_stats  # noqa: E402
 from hinm.reconstruct import reconstruct, relative_error  # noqa: E402
 from hinm.saliency import saliency  # noqa: E402
-
-
-def ref_hinm_mask(scores, v, kt, n, m, row_perm, col_orders):
-    """The HiNM mask contract, one tile and one row at a time."""
-    r, k = scores.shape
-    mask = np.zeros((r, k), bool)
-    for t in range(-(-r // v)):
-        rows = row_perm[t * v:(t + 1) * v]
-        sums = scores[rows].sum(0)
-        kept = set(sorted(range(k), key=lambda j: (-sums[j], j))[:kt])
-        order = [j for j in col_orders[t] if j in kept]
-        for row in rows:
-            for g in range(0, kt, m):
-                cols = order[g:g + m]
-                best = sorted(range(m), key=lambda p: (-scores[row, cols[p]], p))[:n]
-                for p in best:
-                    mask[row, cols[p]] = True
-    return mask
+from test_permute import ref_hinm_mask  # noqa: E402  (the one slow reference of the HiNM mask)
 
 
 @pytest.mark.parametrize("r,k,v,dens,n,m", [(64, 48, 16, 0.5, 2, 4), (70, 40, 32, 0.25, 1, 4), (33, 24, 8, 1.0, 2, 8)])
