@@ -63,27 +63,22 @@ void check_view(const HiNMView& w) {
   require(w.values, "weight values", w.values.dtype, slots, w.compressed_cols());
   require(w.positions, "weight positions", DType::u8, slots, w.compressed_cols());
   // Checked on every call (the arrays may have been edited in place since the last one), so the
-  // checks are branch-free passes; the slow loops only run to name the offending entry.
-  if (w.col_idx) {
-    const int64_t n = w.tiles() * w.kept;
-    const uint32_t limit = uint32_t(w.cols);
-    uint32_t outside = 0;
-    for (int64_t i = 0; i < n; ++i) outside |= uint32_t(uint32_t(w.col_idx[i]) >= limit);
-    if (outside)
-      for (int64_t i = 0; i < n; ++i)
-        if (w.col_idx[i] < 0 || w.col_idx[i] >= w.cols)
-          bad("weight: col_idx[" + std::to_string(i) + "]=" + std::to_string(w.col_idx[i]) + " is outside [0, " +
-              std::to_string(w.cols) + ")");
-  }
+  // checks are branch-free passes; the slow loops only run to name the offending entry. col_idx
+  // is checked by the caller: check_col_idx, or the rows path's checked gathers.
   if (w.row_perm) {  // a permutation: every output row written by exactly one slot
     thread_local std::vector<uint8_t> seen;
     seen.assign(size_t(w.rows), 0);
+    // Local pointers: a byte store may alias anything, so through `seen` and `w` the compiler
+    // would reload both (and call __tls_get_addr) on every iteration, 4x the cost of the loop.
+    uint8_t* const marks = seen.data();
+    const int64_t* const perm = w.row_perm;
+    const int64_t rows = w.rows;
     uint64_t outside = 0;
-    for (int64_t s = 0; s < w.rows; ++s) outside |= uint64_t(w.row_perm[s]) >= uint64_t(w.rows);
+    for (int64_t s = 0; s < rows; ++s) outside |= uint64_t(perm[s]) >= uint64_t(rows);
     unsigned repeated = 0;
     if (!outside)
-      for (int64_t s = 0; s < w.rows; ++s) {
-        uint8_t& mark = seen[size_t(w.row_perm[s])];
+      for (int64_t s = 0; s < rows; ++s) {
+        uint8_t& mark = marks[size_t(perm[s])];
         repeated |= mark;
         mark = 1;
       }
@@ -98,6 +93,39 @@ void check_view(const HiNMView& w) {
       }
     }
   }
+}
+
+// Throws naming the first col_idx entry outside [0, K), if any.
+void name_bad_col_idx(const HiNMView& w) {
+  for (int64_t i = 0; i < w.tiles() * w.kept; ++i)
+    if (w.col_idx[i] < 0 || w.col_idx[i] >= w.cols)
+      bad("weight: col_idx[" + std::to_string(i) + "]=" + std::to_string(w.col_idx[i]) + " is outside [0, " +
+          std::to_string(w.cols) + ")");
+}
+
+void check_col_idx(const HiNMView& w) {
+  if (!w.col_idx) return;
+  const int64_t n = w.tiles() * w.kept;
+  const uint32_t limit = uint32_t(w.cols);
+  uint32_t outside = 0;
+  for (int64_t i = 0; i < n; ++i) outside |= uint32_t(uint32_t(w.col_idx[i]) >= limit);
+  if (outside) name_bad_col_idx(w);
+}
+
+// dst[c] = src[cols[c] * stride] for c < count; entries outside [0, limit) read 0 and make the
+// result false. The rows path checks col_idx this way, in the gather it does anyway (a separate
+// pass over col_idx cost ~10% of a batch-1 product).
+bool gather_checked(const SpmmKernels& k, const float* src, int64_t stride, const int32_t* cols, int64_t count,
+                    int64_t limit, float* dst) {
+  if (stride == 1 && k.gather_cols) return k.gather_cols(src, cols, count, uint32_t(limit), dst);
+  uint32_t outside = 0;
+  for (int64_t c = 0; c < count; ++c) {
+    const uint32_t col = uint32_t(cols[c]);
+    const bool out = col >= uint64_t(limit);
+    outside |= uint32_t(out);
+    dst[c] = out ? 0.0f : src[int64_t(col) * stride];
+  }
+  return !outside;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -155,7 +183,7 @@ T* scratch(size_t n) {
 // ----------------------------------------------------------------------------------------------
 // Below this many multiply-adds, waking a second thread costs more than it saves: one chunk.
 bool small_problem(const Problem& p) {
-  return double(p.w->rows) * double(p.w->compressed_cols()) * double(p.batch) < double(1 << 18);
+  return double(p.w->rows) * double(p.w->compressed_cols()) * double(p.batch) < double(1 << 14);
 }
 
 // The portable rows kernel against the portable panel kernel (16 lanes per value whatever the
@@ -187,6 +215,12 @@ void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, 
     }
     return;
   }
+  if (!p.bias && !p.accumulate && nb == 1) {  // batch 1 through the row permutation
+    float* dst = p.out + b0 * p.out_b;
+    const int64_t* perm = w.row_perm + s0;
+    for (int64_t i = 0; i < rows; ++i) dst[perm[i] * p.out_r] = results[i * 4];
+    return;
+  }
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t r = out_row(w, s0 + i);
     for (int b = 0; b < nb; ++b) store(p, b0 + b, r, results[i * 4 + b]);
@@ -213,6 +247,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const int64_t count = int64_t(items.size());
   const int64_t grain = small_problem(p) ? count : std::max<int64_t>(1, count / (8 * int64_t(get_num_threads())));
   const int esize = dtype_size(w.values.dtype);
+  std::atomic<bool> cols_ok{true};
   parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
       const RowItem& item = items[size_t(it)];
@@ -248,7 +283,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
           }
           float* g = gathered + b * blocks * 16;
           if (cols) {
-            for (int64_t c = 0; c < w.kept; ++c) g[c] = src[cols[c] * p.act_c];
+            if (!gather_checked(k, src, p.act_c, cols, w.kept, w.cols, g)) cols_ok.store(false, std::memory_order_relaxed);
           } else {
             for (int64_t c = 0; c < w.kept; ++c) g[c] = src[c * p.act_c];
           }
@@ -259,6 +294,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
       }
     }
   });
+  if (!cols_ok.load()) name_bad_col_idx(w);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -464,7 +500,10 @@ void run(const Problem& p) {
     return;
   }
   const SpmmKernels& k = kernels();
-  if (!use_rows_path(k, w, p.batch)) return run_panel(p, k);
+  if (!use_rows_path(k, w, p.batch)) {
+    check_col_idx(w);
+    return run_panel(p, k);
+  }
   const int64_t blocks = spmm_mask_blocks(w);
   if (!k.rows_use_masks || detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return run_rows(p, k, Matrix{});
   if (p.masks) {

@@ -255,12 +255,26 @@ HINM_AVX512 void to_f32(const void* src, DType t, int64_t count, float* dst) {
   for (; i < count; ++i) dst[i] = load_as_float(src, t, i);
 }
 
+HINM_AVX512 bool gather_cols(const float* src, const int32_t* cols, int64_t count, uint32_t limit, float* dst) {
+  const __m512i lim = _mm512_set1_epi32(int(limit));
+  __mmask16 all_in = 0xffff;
+  for (int64_t c = 0; c < count; c += 16) {
+    const __mmask16 live = count - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - c)) - 1u);
+    const __m512i idx = _mm512_maskz_loadu_epi32(live, cols + c);
+    const __mmask16 in = _mm512_mask_cmplt_epu32_mask(live, idx, lim);
+    all_in &= __mmask16(in | ~live);
+    const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx, src, 4);
+    _mm512_mask_storeu_ps(dst + c, live, x);
+  }
+  return all_in == 0xffff;
+}
+
 }  // namespace
 
 // The panel path (batch above the rows kernels' range) runs spmm_avx512_panel.cpp's kernels, which
 // read the in-group positions directly; the offsets-table panel kernel is never needed here.
 const SpmmKernels& kernels_avx512() {
-  static const SpmmKernels k{"avx512", kernels_avx2().panel, rows, to_f32, kernels_avx2().offsets};
+  static const SpmmKernels k{"avx512", kernels_avx2().panel, rows, to_f32, kernels_avx2().offsets, true, gather_cols};
   return k;
 }
 

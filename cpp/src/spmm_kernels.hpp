@@ -77,6 +77,9 @@ struct SpmmKernels {
   void (*offsets)(const uint8_t* pos, int64_t cnt, int n, int m, int nb, int32_t* offs);
   // false: the rows kernel reads the positions for every pattern (never the masks).
   bool rows_use_masks = true;
+  // dst[c] = src[cols[c]] for c < count (the rows path's per-tile activation gather); entries
+  // outside [0, limit) read 0 and make the result false. Null: the driver's scalar loop.
+  bool (*gather_cols)(const float* src, const int32_t* cols, int64_t count, uint32_t limit, float* dst) = nullptr;
 };
 
 // Activation transpose: dst[c * nb + l] = src[l * src_stride + c] for c < cols, l < rows (<= nb);

@@ -134,3 +134,21 @@ def test_weight_streaming_from_memory_matches_the_portable_kernels(rng):
         _C.spmm_force_isa("")
     scale = np.abs(x) @ np.abs(t.values).repeat(2, axis=1).T + 1e-3  # the size of |x| @ |W|ᵀ
     assert np.max(np.abs(best - portable) / scale) < 1e-5
+
+
+@pytest.mark.parametrize("batch", [1, 4, 32])
+def test_corrupted_col_idx_is_refused_on_every_path(rng, variant, batch):
+    # The rows path (batch <= 12) checks col_idx in its gathers, the panel path in a separate pass;
+    # an in-place edit after the weight was prepared must still be caught, never read out of bounds.
+    w, _ = make_hinm(rng, 130, 70, 32, 2, 4, kept=32)
+    x = rng.standard_normal((batch, 70)).astype(np.float32)
+    hinm.linear(x, w)
+    hinm.linear(x, w)  # prepared
+    for bad in (70, -1, 1 << 30):
+        w.col_idx[3, 17] = bad
+        with pytest.raises(ValueError, match=rf"col_idx\[{3 * 32 + 17}\]={bad} is outside \[0, 70\)"):
+            hinm.linear(x, w)
+        with pytest.raises(ValueError, match="col_idx"):
+            hinm.spmm(w, x.T.copy())
+    w.col_idx[3, 17] = 5 if 5 not in w.col_idx[3] else next(c for c in range(70) if c not in w.col_idx[3])
+    hinm.linear(x, w)  # repaired: runs again
