@@ -3,7 +3,8 @@
 
 Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
 "dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
-the same nonzeros. Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
+the same nonzeros. "packed" times the same weight after hinm.prepack (a second copy in the
+layout of the batch-1..12 kernels; larger batches run the same kernels as without it). Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
 plot next to it (.png, when matplotlib is installed).
 
     python bench/bench_hinm.py [--quick] [--threads 2] [--cpu-time]
@@ -50,6 +51,7 @@ def main() -> None:
     for r, k in shapes:
         w_dense = rng.standard_normal((r, k), dtype=np.float32)
         weights = {(s, v): random_hinm(rng, r, k, v, d) for s, d in SPARSITIES.items() for v in vs}
+        packed = {key: hinm.prepack(w) for key, (w, _) in weights.items()}
         for b in batches:
             x = rng.standard_normal((b, k), dtype=np.float32)
             xt = np.ascontiguousarray(x.T)
@@ -57,22 +59,27 @@ def main() -> None:
             y = np.empty((b, r), np.float32)
             for (s, v), (w, csr) in weights.items():
                 t_hinm = common.timeit(lambda: hinm.linear(x, w, out=y))
+                pk = packed[(s, v)]
+                t_pk = common.timeit(lambda: hinm.linear(x, pk, out=y)) if b <= 12 else t_hinm
                 t_csr = common.timeit(lambda: csr @ xt)
                 rows.append({"shape": f"{r}x{k}", "sparsity": s, "v": v, "batch": b, "dense_us": dense * 1e6,
-                             "csr_us": t_csr * 1e6, "hinm_us": t_hinm * 1e6, "vs_dense": dense / t_hinm,
-                             "vs_csr": t_csr / t_hinm})
+                             "csr_us": t_csr * 1e6, "hinm_us": t_hinm * 1e6, "packed_us": t_pk * 1e6,
+                             "vs_dense": dense / t_hinm, "packed_vs_dense": dense / t_pk, "vs_csr": t_csr / t_hinm})
             print(f"  {r}x{k} batch {b} done", flush=True)
-    common.print_table(rows, ["shape", "sparsity", "v", "batch", "dense_us", "csr_us", "hinm_us", "vs_dense", "vs_csr"],
+    common.print_table(rows, ["shape", "sparsity", "v", "batch", "dense_us", "csr_us", "hinm_us", "packed_us", "vs_dense",
+                              "packed_vs_dense", "vs_csr"],
                        title=f"hinm.linear HiNM float32 vs best dense and scipy CSR ({args.threads} threads)")
     summary = []
     for s in SPARSITIES:
         for b in batches:
-            sel = [row["vs_dense"] for row in rows if row["sparsity"] == s and row["batch"] == b]
-            csr = [row["vs_csr"] for row in rows if row["sparsity"] == s and row["batch"] == b]
-            summary.append({"sparsity": s, "batch": b, "min_vs_dense": min(sel), "median_vs_dense": float(np.median(sel)),
-                            "min_vs_csr": min(csr)})
-    common.print_table(summary, ["sparsity", "batch", "min_vs_dense", "median_vs_dense", "min_vs_csr"],
-                       title="summary over shapes and v")
+            sel = [row for row in rows if row["sparsity"] == s and row["batch"] == b]
+            ratio = [row["vs_dense"] for row in sel]
+            summary.append({"sparsity": s, "batch": b, "min_vs_dense": min(ratio), "median_vs_dense": float(np.median(ratio)),
+                            "geomean_vs_dense": float(np.exp(np.mean(np.log(ratio)))),
+                            "geomean_packed": float(np.exp(np.mean(np.log([row["packed_vs_dense"] for row in sel])))),
+                            "min_vs_csr": min(row["vs_csr"] for row in sel)})
+    common.print_table(summary, ["sparsity", "batch", "min_vs_dense", "median_vs_dense", "geomean_vs_dense",
+                                 "geomean_packed", "min_vs_csr"], title="summary over shapes and v")
     common.write_json(common.result_name("bench_hinm", args.threads), rows, {"threads": args.threads, "summary": summary})
     series = {}
     for s in SPARSITIES:

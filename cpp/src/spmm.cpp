@@ -142,6 +142,7 @@ struct Problem {
   bool accumulate;
   const Matrix* masks;    // u16 [slots, blocks] or null
   bool linear_layout;     // act is x [N, K] (rows contiguous): the panel path transposes it once
+  const RowsPack* packed; // or null
 };
 
 struct RowItem {
@@ -237,6 +238,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const int64_t blocks = spmm_mask_blocks(w);
   const double weight_bytes = double(w.slots()) * double(w.compressed_cols()) * (dtype_size(w.values.dtype) + 1);
   const bool prefetch = weight_bytes > kStreamingBytes;
+  const RowsPack* pack = p.packed && p.packed->values && p.packed->positions && rows_pack_size(w) > 0 ? p.packed : nullptr;
   // Activations are used in place when they are already dense over the kept columns; otherwise
   // each item gathers them once, so gathering items take whole tiles (up to 128 rows).
   const bool direct = !w.col_idx && (p.linear_layout || p.act_c == 1);
@@ -274,6 +276,11 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
         a.batch = int(std::min<int64_t>(4, p.batch - b0));
         a.kept = w.kept;
         a.prefetch = prefetch;
+        if (pack) {
+          a.pvals = pack->values;
+          a.ppos = pack->positions;
+          a.slot0 = item.s0;
+        }
         a.out = results;
         for (int b = 0; b < a.batch; ++b) {
           const float* src = p.act + (b0 + b) * p.act_b;
@@ -521,6 +528,29 @@ void run(const Problem& p) {
 // ----------------------------------------------------------------------------------------------
 // Public entry points
 // ----------------------------------------------------------------------------------------------
+int64_t rows_pack_size(const HiNMView& w) {
+  if (!detail::rows_uses_positions(w.pattern.n, w.pattern.m) || w.rows == 0) return 0;
+  return w.slots() / detail::kPackRows * (w.compressed_cols() / 16) * detail::kPackRows * 16;
+}
+
+void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
+  check_view(w);
+  const int64_t size = rows_pack_size(w);
+  if (size == 0) return;
+  const int64_t steps = w.compressed_cols() / 16, blocks = w.slots() / detail::kPackRows;
+  const size_t esize = size_t(dtype_size(w.values.dtype));
+  parallel_for(blocks, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t q = 0; q < steps; ++q)
+        for (int i = 0; i < detail::kPackRows; ++i) {
+          const int64_t s = b * detail::kPackRows + i, at = ((b * steps + q) * detail::kPackRows + i) * 16;
+          const char* src = static_cast<const char*>(w.values.data) + (s * w.values.stride + q * 16) * int64_t(esize);
+          std::memcpy(static_cast<char*>(values) + at * int64_t(esize), src, 16 * esize);
+          std::memcpy(positions + at, w.positions.row<const uint8_t>(s) + q * 16, 16);
+        }
+  });
+}
+
 int64_t spmm_mask_blocks(const HiNMView& w) { return (w.kept + 15) / 16; }
 
 void build_spmm_masks(const HiNMView& w, const Matrix& masks) {
@@ -548,22 +578,23 @@ void build_spmm_masks(const HiNMView& w, const Matrix& masks) {
   });
 }
 
-void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate, const Matrix* masks) {
+void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate, const Matrix* masks,
+          const RowsPack* packed) {
   check_view(w);
   require(b, "b", DType::f32, w.cols, -1);
   require(out, "out", DType::f32, w.rows, b.cols);
   Problem p{&w, b.cols, static_cast<const float*>(b.data), 1, b.stride,
-            static_cast<float*>(out.data), 1, out.stride, nullptr, accumulate, masks, false};
+            static_cast<float*>(out.data), 1, out.stride, nullptr, accumulate, masks, false, packed};
   run(p);
 }
 
 void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix& out, bool accumulate,
-            const Matrix* masks) {
+            const Matrix* masks, const RowsPack* packed) {
   check_view(w);
   require(x, "x", DType::f32, -1, w.cols);
   require(out, "out", DType::f32, x.rows, w.rows);
   Problem p{&w, x.rows, static_cast<const float*>(x.data), x.stride, 1,
-            static_cast<float*>(out.data), out.stride, 1, bias, accumulate, masks, true};
+            static_cast<float*>(out.data), out.stride, 1, bias, accumulate, masks, true, packed};
   run(p);
 }
 

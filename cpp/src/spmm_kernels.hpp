@@ -63,7 +63,14 @@ struct RowsArgs {
   // The weight streams from memory (larger than about half the last-level cache): the kernel
   // prefetches the next group of rows into L2 (costs a little when the weight is cache-resident).
   bool prefetch = false;
+  // The rows pack (hinm/spmm.hpp, RowsPack) or null; slot0 = the slot of row 0 of this call.
+  const void* pvals = nullptr;
+  const uint8_t* ppos = nullptr;
+  int64_t slot0 = 0;
 };
+
+// Slots per block of the rows pack.
+constexpr int kPackRows = 8;
 
 // The rows kernel reads positions directly (no masks) for these patterns.
 inline bool rows_uses_positions(int n, int m) { return m == 2 * n && 16 % n == 0; }

@@ -39,11 +39,30 @@ hinm::HiNMView make_view(InArray values, InArray positions, const std::optional<
 struct SpmmWeight {
   hinm::HiNMView view;
   InArray values, positions;
-  std::optional<InArray> col_idx, row_perm, masks;
+  std::optional<InArray> col_idx, row_perm, masks, pack_values, pack_positions;
   hinm::Matrix mask_view;
+  hinm::RowsPack pack;
 
   const hinm::Matrix* mask_ptr() const { return masks ? &mask_view : nullptr; }
+  const hinm::RowsPack* pack_ptr() const { return pack.values ? &pack : nullptr; }
 };
+
+// The rows pack of w from its two arrays (1-D, contiguous, rows_pack_size(w) entries; values of
+// w's dtype), checked here: the kernels read it without bounds checks.
+template <class A>
+hinm::RowsPack rows_pack(const hinm::HiNMView& w, const std::optional<A>& values, const std::optional<A>& positions) {
+  if (!values && !positions) return {};
+  if (!values || !positions) throw nb::value_error("rows pack: need both pack_values and pack_indices");
+  const int64_t size = hinm::rows_pack_size(w);
+  auto vm = as_matrix(*values, "pack_values");
+  auto pm = as_matrix(*positions, "pack_indices");
+  if (vm.dtype != w.values.dtype) throw nb::type_error("pack_values: dtype differs from the weight's values");
+  hinm::require(pm, "pack_indices", hinm::DType::u8);
+  for (const auto* a : {&vm, &pm})
+    if (a->rows * a->cols != size || (a->rows > 1 && a->stride != a->cols) || a->rows > 1)
+      throw nb::value_error(("rows pack: expected 1-D contiguous arrays of " + std::to_string(size) + " entries").c_str());
+  return {vm.data, static_cast<const uint8_t*>(pm.data)};
+}
 
 }  // namespace
 
@@ -54,13 +73,33 @@ void bind_spmm(nb::module_& m) {
 
   m.def("spmm_weight", [](InArray values, InArray positions, std::optional<InArray> col_idx,
                           std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
-                          int mm, std::optional<InArray> masks) {
+                          int mm, std::optional<InArray> masks, std::optional<InArray> pack_values,
+                          std::optional<InArray> pack_positions) {
     SpmmWeight w{make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm), values, positions,
-                 col_idx, row_perm, masks, as_optional_matrix(masks, "masks")};
+                 col_idx, row_perm, masks, pack_values, pack_positions, as_optional_matrix(masks, "masks"), {}};
+    w.pack = rows_pack(w.view, pack_values, pack_positions);
     return w;
   }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
      nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
-     nb::arg("masks").none());
+     nb::arg("masks").none(), nb::arg("pack_values").none() = nb::none(), nb::arg("pack_indices").none() = nb::none());
+
+  m.def("rows_pack_size", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+                             std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
+                             int mm) {
+    return hinm::rows_pack_size(make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm));
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"));
+
+  m.def("pack_rows", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+                        std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
+                        int mm, OutArray pack_values, OutArray pack_positions) {
+    auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    const hinm::RowsPack pack = rows_pack<OutArray>(w, pack_values, pack_positions);
+    nb::gil_scoped_release nogil;
+    hinm::pack_rows(w, const_cast<void*>(pack.values), const_cast<uint8_t*>(pack.positions));
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
+     nb::arg("pack_values"), nb::arg("pack_indices"));
 
   m.def("linear_w", [](const SpmmWeight& w, InArray x, std::optional<InArray> bias, OutArray out, bool accumulate) {
     auto xm = as_matrix(x, "x");
@@ -72,14 +111,14 @@ void bind_spmm(nb::module_& m) {
       bp = static_cast<const float*>(bm.data);
     }
     nb::gil_scoped_release nogil;
-    hinm::linear(xm, w.view, bp, om, accumulate, w.mask_ptr());
+    hinm::linear(xm, w.view, bp, om, accumulate, w.mask_ptr(), w.pack_ptr());
   }, nb::arg("w"), nb::arg("x"), nb::arg("bias").none(), nb::arg("out"), nb::arg("accumulate"));
 
   m.def("spmm_w", [](const SpmmWeight& w, InArray b, OutArray out, bool accumulate) {
     auto bm = as_matrix(b, "b");
     auto om = as_matrix(out, "out");
     nb::gil_scoped_release nogil;
-    hinm::spmm(w.view, bm, om, accumulate, w.mask_ptr());
+    hinm::spmm(w.view, bm, om, accumulate, w.mask_ptr(), w.pack_ptr());
   }, nb::arg("w"), nb::arg("b"), nb::arg("out"), nb::arg("accumulate"));
 
   m.def("spmm", [](InArray values, InArray positions, std::optional<InArray> col_idx, std::optional<InArray> row_perm,

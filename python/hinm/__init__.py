@@ -18,7 +18,7 @@ if "torch" not in _sys.modules:
 from . import _C  # noqa: E402
 from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency
 from .nm import NMTensor, compress_nm, nm_mask
-from .ops import linear, spmm
+from .ops import PrepackedWeight, linear, prepack, spmm
 from .pattern import HiNMConfig, NMConfig, parse_config
 from .permute import (PermutationResult, balanced_kmeans, linear_sum_assignment, permutation_retained,
                       search_permutation)
@@ -78,7 +78,7 @@ __all__ = [
     "NMConfig", "HiNMConfig", "parse_config",
     "nm_mask", "compress_nm", "NMTensor",
     "hinm_mask", "retained_saliency", "compress", "HiNMTensor",
-    "linear", "spmm",
+    "linear", "spmm", "prepack", "PrepackedWeight",
     "sptc_compress", "sptc_decompress", "sptc_metadata_from_positions", "sptc_metadata_shape", "sptc_convert_layout",
     "sptc_to_torch", "sptc_from_torch", "to_semi_structured", "from_semi_structured",
     "tasd", "tasd_activation", "tasd_linear", "tasd_activation_linear", "TASDSeries", "parse_series",

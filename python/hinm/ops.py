@@ -22,7 +22,7 @@ from . import _C
 from ._arrays import as_array, contiguous, dtype_name, empty, is_cuda, is_torch
 from .nm import NMTensor
 
-__all__ = ["linear", "spmm"]
+__all__ = ["linear", "spmm", "prepack", "PrepackedWeight"]
 
 # Below this many activations the kernels decode weights from bit masks derived from the indices;
 # the masks are built once per weight and kept here (dropped with the weight).
@@ -249,6 +249,51 @@ def _fast_spmm(p: _Prepared, b: Any, out: Any, accumulate: bool) -> Any:
     return y
 
 
+class PrepackedWeight:
+    """A weight plus a second copy of its values and indices laid out for the CPU kernels at
+    batch 1..12 (see :func:`prepack`). :func:`linear` and :func:`spmm` take it in place of the
+    weight; ``.weight`` is the original."""
+
+    __slots__ = ("weight", "pack_values", "pack_indices", "_prepared")
+
+    def __init__(self, weight: Any, pack_values: Any, pack_indices: Any, prepared: "_Prepared") -> None:
+        self.weight, self.pack_values, self.pack_indices, self._prepared = weight, pack_values, pack_indices, prepared
+
+    @property
+    def shape(self) -> tuple:
+        return (self._prepared.rows, self._prepared.cols)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed copy (on top of the weight's own arrays)."""
+        return int(self.pack_values.nbytes + self.pack_indices.nbytes) if self.pack_values is not None else 0
+
+
+def prepack(w: Any) -> PrepackedWeight:
+    """w (NMTensor or HiNM tensor, CPU) with its values and indices copied once more in the layout
+    the few-activation CPU kernels read fastest: for every block of 8 rows, each step of 16 values
+    of all 8 rows stored together (one memory stream instead of 16 short ones; batch-1 products
+    ~15-25% faster on weights larger than the L2 cache). Patterns with m = 2n on AVX-512 machines
+    use it; elsewhere the result behaves exactly like w. The copy costs the weight's value and
+    index memory once more, and it is not updated: after editing w's arrays in place, prepack
+    again (the old copy would give results mixing old and new values)."""
+    if isinstance(w, PrepackedWeight):
+        return w
+    parts = _weight(w)
+    if is_cuda(parts.values):
+        raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")
+    size = int(_C.rows_pack_size(*parts.args()))
+    pack_values = pack_indices = None
+    if size > 0:
+        pack_values = empty((size,), dtype_name(parts.values), parts.values)
+        pack_indices = empty((size,), "uint8", parts.values)
+        _C.pack_rows(*parts.args(), pack_values, pack_indices)
+    p = _Prepared()
+    p.weight = _C.spmm_weight(*parts.args(), _masks(w, parts), pack_values, pack_indices)
+    p.rows, p.cols = parts.rows, parts.cols
+    return PrepackedWeight(w, pack_values, pack_indices, p)
+
+
 def _cuda_op(name: str):
     try:
         from . import _cuda
@@ -267,7 +312,13 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     x: float32 [..., K] (any leading batch dims), bias: float32 [R] or None. Returns [..., R]
     float32 in x's framework. ``out=`` (float32, contiguous, shape [..., R]) receives the result;
     with ``accumulate=True`` the product and bias are *added* to ``out`` (used to sum several
-    sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way."""
+    sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way.
+    W may be a :class:`PrepackedWeight` (:func:`prepack`)."""
+    if type(w) is PrepackedWeight:
+        y = _fast_linear(w._prepared, x, bias, out, accumulate)
+        if y is not NotImplemented:
+            return y
+        w = w.weight  # the generic path names the problem (or handles the unusual input)
     p = _fast(w)
     if p is not None:
         y = _fast_linear(p, x, bias, out, accumulate)
@@ -305,7 +356,12 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
 
 def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) -> Any:
     """W @ B for a compressed W [R, K] and a float32 B [K, N]; returns [R, N] float32 in B's
-    framework. ``out=`` / ``accumulate=`` as in :func:`linear`."""
+    framework. ``out=`` / ``accumulate=`` as in :func:`linear`; W may be a :class:`PrepackedWeight`."""
+    if type(w) is PrepackedWeight:
+        y = _fast_spmm(w._prepared, b, out, accumulate)
+        if y is not NotImplemented:
+            return y
+        w = w.weight
     p = _fast(w)
     if p is not None:
         y = _fast_spmm(p, b, out, accumulate)

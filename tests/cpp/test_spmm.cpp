@@ -163,6 +163,31 @@ TEST(spmm_is_identical_for_any_thread_count) {
   set_num_threads(0);
 }
 
+TEST(rows_pack_gives_the_same_bits) {
+  std::mt19937 rng(5);
+  for (DType dt : {DType::f32, DType::f16, DType::i8}) {
+    // 45 rows in tiles of 12: blocks of 8 slots start inside tiles; 66 values per row: 4 whole steps + a tail
+    Case c = make_case(rng, 45, 200, 12, {2, 4}, 132, dt, true);
+    const HiNMView w = c.view();
+    const int64_t size = rows_pack_size(w);
+    CHECK(size == w.slots() / 8 * (66 / 16) * 128);
+    std::vector<char> pv(size_t(size) * size_t(dtype_size(dt)));
+    std::vector<uint8_t> pp(static_cast<size_t>(size));
+    pack_rows(w, pv.data(), pp.data());
+    const RowsPack pack{pv.data(), pp.data()};
+    for (int64_t N : {1, 3, 4, 12, 20}) {
+      std::vector<float> x(size_t(N * c.K)), plain(size_t(N * c.R)), packed(size_t(N * c.R));
+      for (auto& e : x) e = std::uniform_real_distribution<float>(-1, 1)(rng);
+      const Matrix xm = make_matrix(x.data(), DType::f32, N, c.K);
+      linear(xm, w, nullptr, make_matrix(plain.data(), DType::f32, N, c.R));
+      linear(xm, w, nullptr, make_matrix(packed.data(), DType::f32, N, c.R), false, nullptr, &pack);
+      CHECK(plain == packed);
+    }
+  }
+  Case c14 = make_case(rng, 40, 64, 16, {1, 4}, 64, DType::f32, false);
+  CHECK(rows_pack_size(c14.view()) == 0);  // no pack for m != 2n
+}
+
 TEST(spmm_rejects_bad_inputs) {
   std::mt19937 rng(5);
   Case c = make_case(rng, 64, 32, 64, {2, 4}, 32, DType::f32, false);

@@ -152,3 +152,71 @@ def test_corrupted_col_idx_is_refused_on_every_path(rng, variant, batch):
             hinm.spmm(w, x.T.copy())
     w.col_idx[3, 17] = 5 if 5 not in w.col_idx[3] else next(c for c in range(70) if c not in w.col_idx[3])
     hinm.linear(x, w)  # repaired: runs again
+
+
+PACKED_PATTERNS = [(1, 2), (2, 4), (4, 8), (8, 16)]  # m = 2n: the patterns with a rows pack
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int8"])
+@pytest.mark.parametrize("n,m", PACKED_PATTERNS)
+def test_prepacked_weight_gives_the_same_bits(rng, variant, dtype, n, m):
+    # Rows before the first 8-slot block boundary, whole blocks, and rows after the last one
+    # (v = 12, 45 rows: tiles start off the 8-slot grid); whole steps of 16 values plus a tail.
+    if dtype == "bfloat16":
+        pytest.importorskip("torch")
+    cases = [make_hinm(rng, r, k, v, n, m, kept=kept, dtype=dtype)
+             for r, k, v, kept in ((45, 33 * m + 5, 12, 33 * m), (130, 20 * m + 6, 32, 20 * m), (64, 160, 64, 10 * m))]
+    if dtype == "float32":
+        nm = hinm.compress_nm(rng.standard_normal((77, 37 * m)).astype(np.float32), n, m)
+        cases.append((nm, nm.to_dense().astype(np.float64)))
+    for w, dense in cases:
+        packed = hinm.prepack(w)
+        assert packed.shape == tuple(int(s) for s in w.shape) and packed.weight is w
+        assert (packed.nbytes > 0) == (int(w.values.shape[1]) >= 16)
+        for batch in (1, 2, 3, 4, 7, 12, 13):
+            x = rng.standard_normal((batch, dense.shape[1])).astype(np.float32)
+            got = hinm.linear(x, packed)
+            assert np.array_equal(got, hinm.linear(x, w))
+            check_close(got, x.astype(np.float64) @ dense.T, dense, x)
+            assert np.array_equal(hinm.spmm(packed, x.T.copy()), hinm.spmm(w, x.T.copy()))
+        assert_thread_independent(packed, rng.standard_normal((3, dense.shape[1])).astype(np.float32))
+
+
+def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng):
+    w, dense = make_hinm(rng, 100, 96, 16, 2, 4, kept=48)
+    x = rng.standard_normal((1, 96)).astype(np.float32)
+    packed = hinm.prepack(w)
+    assert hinm.prepack(packed) is packed
+    w.values[:] *= 2  # the old pack is stale now; a new one follows the edit
+    packed, dense = hinm.prepack(w), dense * 2
+    assert np.array_equal(hinm.linear(x, packed), hinm.linear(x, w))
+    # bias, out=, accumulate, leading dims, errors with the weight's own messages
+    bias = rng.standard_normal(100).astype(np.float32)
+    out = np.ones((1, 100), np.float32)
+    hinm.linear(x, packed, bias, out=out, accumulate=True)
+    check_close(out - 1 - bias, x.astype(np.float64) @ dense.T, dense, x)
+    assert hinm.linear(rng.standard_normal((2, 3, 96)).astype(np.float32), packed).shape == (2, 3, 100)
+    with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., 96\]"):
+        hinm.linear(x[:, :95], packed)
+    with pytest.raises(TypeError, match="x must be float32"):
+        hinm.linear(x.astype(np.float64), packed)
+    with pytest.raises(TypeError, match="NMTensor or a HiNM tensor"):
+        hinm.prepack(np.zeros((4, 4), np.float32))
+    # patterns without a pack (m != 2n) behave exactly like the weight
+    w14, _ = make_hinm(rng, 40, 64, 16, 1, 4, kept=32)
+    assert hinm.prepack(w14).nbytes == 0
+    assert np.array_equal(hinm.linear(x[:, :64], hinm.prepack(w14)), hinm.linear(x[:, :64], w14))
+
+
+def test_rows_pack_arrays_are_checked(rng):
+    w, _ = make_hinm(rng, 64, 64, 16, 2, 4, kept=32)
+    parts = ops._weight(w)
+    size = int(_C.rows_pack_size(*parts.args()))
+    assert size == 64 // 8 * (16 // 16) * 128
+    good_v, good_i = np.zeros(size, np.float32), np.zeros(size, np.uint8)
+    with pytest.raises(ValueError, match=f"1-D contiguous arrays of {size} entries"):
+        _C.spmm_weight(*parts.args(), None, good_v[:-1], good_i[:-1])
+    with pytest.raises(TypeError, match="dtype differs"):
+        _C.spmm_weight(*parts.args(), None, good_v.astype(np.float16), good_i)
+    with pytest.raises(ValueError, match="need both"):
+        _C.spmm_weight(*parts.args(), None, good_v, None)
