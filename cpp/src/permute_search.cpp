@@ -13,6 +13,7 @@
 #include "hinm/permute_kmeans.hpp"
 #include "hinm/permute_lap.hpp"
 #include "hinm/permute_rng.hpp"
+#include "permute_anneal.hpp"
 #include "permute_tile.hpp"
 
 namespace hinm {
@@ -364,6 +365,19 @@ struct Search {
     record("cluster", accepted, st);
   }
 
+  // Simulated annealing of rows between tiles on the top-k objective (see permute_anneal.hpp).
+  void anneal(State& st) {
+    if (p.tiles() < 2 || p.tiles() > opt.anneal_max_tiles || opt.anneal_moves <= 0) return;
+    permute::AnnealOptions ao;
+    ao.moves_per_row = std::max<int64_t>(1, opt.anneal_moves * 384 / std::max<int64_t>(p.K, 384));
+    ao.temperature = opt.anneal_temperature;
+    ao.seed = opt.seed;
+    const int64_t accepted = permute::anneal_rows(p, st.slots, ao, dl);
+    if (!accepted) return;
+    parallel_for(p.tiles(), 1, [&](int64_t a, int64_t b) { for (int64_t t = a; t < b; ++t) reset_tile(p, st, t, false); });
+    record("anneal", accepted, st);
+  }
+
   // ICP of every tile: assignment stage (official), then pairwise swaps (and windows for N:M).
   void icp(State& st, bool assignment, bool window, const std::vector<char>* only = nullptr, uint64_t round = 0) {
     const int64_t T = p.tiles();
@@ -596,6 +610,9 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
                                  const PermuteOptions& options) {
   const std::vector<double> s = scores_f64(scores);
   const Problem p = make_problem(s, scores, v, kept, pattern);
+  if (options.anneal_moves < 0 || !(options.anneal_temperature >= 0) || !std::isfinite(options.anneal_temperature))
+    throw std::invalid_argument("anneal_moves and anneal_temperature: expected >= 0 (finite), got " +
+                                std::to_string(options.anneal_moves) + ", " + std::to_string(options.anneal_temperature));
   for (int ne : options.schedule)
     if (ne < 1) throw std::invalid_argument("schedule: every entry must be >= 1, got " + std::to_string(ne));
   Search search(p, options);
@@ -621,6 +638,7 @@ PermuteResult search_permutation(const Matrix& scores, int64_t v, int64_t kept, 
   } else if (options.method == PermuteMethod::gyro) {
     search.ocp(st);
     search.cluster(st);
+    search.anneal(st);
     search.icp(st, true, options.window_search);
     search.record("icp", 0, st);
     if (!single_tile) {

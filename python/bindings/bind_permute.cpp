@@ -58,7 +58,8 @@ void bind_permute(nb::module_& m) {
   m.def("search_permutation", [](InArray scores, int64_t v, int64_t kept, int n, int mm, const std::string& method,
                                  uint64_t seed, double time_budget, std::vector<int> schedule, int ocp_fail_limit,
                                  int icp_fail_limit, int refine_rounds, bool window_search, const std::string& ocp_objective,
-                                 int cluster_rounds, int swap_rounds, nb::object progress,
+                                 int cluster_rounds, int swap_rounds, int64_t anneal_moves,
+                                 double anneal_temperature, int anneal_max_tiles, nb::object progress,
                                  OutArray row_perm, OutArray col_orders) {
     auto s = as_matrix(scores, "scores");
     hinm::PermuteOptions opt;
@@ -72,6 +73,9 @@ void bind_permute(nb::module_& m) {
     opt.window_search = window_search;
     opt.cluster_rounds = cluster_rounds;
     opt.swap_rounds = swap_rounds;
+    opt.anneal_moves = anneal_moves;
+    opt.anneal_temperature = anneal_temperature;
+    opt.anneal_max_tiles = anneal_max_tiles;
     opt.ocp_vector_objective = ocp_objective == "vector";
     if (ocp_objective != "vector" && ocp_objective != "hinm")
       throw nb::value_error(("ocp_objective: expected 'vector' or 'hinm', got '" + ocp_objective + "'").c_str());
@@ -93,7 +97,8 @@ void bind_permute(nb::module_& m) {
   }, nb::arg("scores"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"), nb::arg("method"),
      nb::arg("seed"), nb::arg("time_budget"), nb::arg("schedule"), nb::arg("ocp_fail_limit"),
      nb::arg("icp_fail_limit"), nb::arg("refine_rounds"), nb::arg("window_search"), nb::arg("ocp_objective"),
-     nb::arg("cluster_rounds"), nb::arg("swap_rounds"), nb::arg("progress").none(),
+     nb::arg("cluster_rounds"), nb::arg("swap_rounds"), nb::arg("anneal_moves"),
+     nb::arg("anneal_temperature"), nb::arg("anneal_max_tiles"), nb::arg("progress").none(),
      nb::arg("row_perm"), nb::arg("col_orders"));
 
   m.def("permutation_retained", [](InArray scores, int64_t v, int64_t kept, int n, int mm, InArray row_perm,

@@ -99,7 +99,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
                        schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 1,
                        icp_fail_limit: int = 3, refine_rounds: int = 30, window_search: Optional[bool] = None,
                        ocp_objective: str = "vector", cluster_rounds: int = 50,
-                       swap_rounds: int = 20) -> PermutationResult:
+                       swap_rounds: int = 20, anneal_moves: int = 600,
+                       anneal_temperature: float = 0.025, anneal_max_tiles: int = 12) -> PermutationResult:
     """Search row and per-tile column permutations that maximise the saliency kept by ``config``.
 
     ``weight`` is [R, K] (numpy or torch); ``scores`` defaults to |weight|. ``method``:
@@ -116,6 +117,10 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     the official code; "hinm": the full HiNM retained saliency), ``cluster_rounds``
     (Lloyd rounds after OCP: every tile's kept set fixed, rows are reassigned to the tiles where
     their Kt*n/m largest kept scores are largest, then the kept sets follow; 0 = off),
+    ``anneal_moves`` (after the clustering: simulated annealing of row swaps between tiles on the
+    same objective with exact kept sets, this many proposals per row, scaled by 384 / K above 384
+    columns; 0 = off; run for at most ``anneal_max_tiles`` tiles) and ``anneal_temperature`` (its
+    initial temperature relative to a row's mean top-k value),
     ``icp_fail_limit``, ``refine_rounds`` (rows -> tiles reassignments), ``swap_rounds`` (rounds of
     exact-gain row swaps between tiles followed by an ICP of the changed tiles; 0 = off),
     ``window_search`` (exhaustive re-partition of pairs of groups after the column swaps in every
@@ -132,6 +137,9 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
         raise ValueError(f"time_budget must be >= 0 seconds or None, got {time_budget!r}")
     if int(cluster_rounds) < 0 or int(swap_rounds) < 0:
         raise ValueError(f"cluster_rounds and swap_rounds must be >= 0, got {cluster_rounds}, {swap_rounds}")
+    if int(anneal_moves) < 0 or not (np.isfinite(anneal_temperature) and anneal_temperature >= 0):
+        raise ValueError(f"anneal_moves and anneal_temperature must be >= 0 (finite), got {anneal_moves}, "
+                         f"{anneal_temperature}")
     schedule = [int(x) for x in schedule]
     if any(x < 1 for x in schedule):
         raise ValueError(f"schedule entries must be >= 1, got {schedule}")
@@ -146,7 +154,9 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
             s, int(v), int(kept), config.n, config.m, method, int(seed) & (2**64 - 1),
             -1.0 if time_budget is None else float(time_budget), schedule, int(ocp_fail_limit),
             int(icp_fail_limit), int(refine_rounds), bool(window_search), str(ocp_objective),
-            int(cluster_rounds), int(swap_rounds), callback, row_perm, col_orders)
+            int(cluster_rounds), int(swap_rounds), int(anneal_moves), float(anneal_temperature),
+            int(anneal_max_tiles), callback,
+            row_perm, col_orders)
     finally:
         if bar is not None:
             bar.close()

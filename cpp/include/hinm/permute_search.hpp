@@ -35,6 +35,14 @@ struct PermuteOptions {
   // than cluster_min_gain of the objective ends the stage.
   int cluster_rounds = 50;
   double cluster_min_gain = 1e-5;
+  // gyro: simulated annealing of rows between tiles on the top-k objective after the clustering
+  // (exact kept sets): anneal_moves proposed row swaps per row of the matrix (0: off; scaled by
+  // 384 / K when K > 384, a proposal costing O(K)), starting at anneal_temperature times the mean
+  // top-k value of a row and cooling linearly to 0. Only for at most anneal_max_tiles tiles: on
+  // MiniLM's 1536x384 layers (24 tiles at v=64) it never beat the clustering.
+  int64_t anneal_moves = 600;
+  double anneal_temperature = 0.025;
+  int anneal_max_tiles = 12;
   int icp_fail_limit = 3;   // ICP: non-improving assignment steps ending a tile's search
   int refine_rounds = 30;   // gyro: max rounds of (rows -> tiles assignment, column swaps)
   int swap_rounds = 20;     // gyro: max rounds of (row swaps between tiles, ICP of changed tiles)

@@ -1,0 +1,319 @@
+#include "permute_anneal.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "hinm/parallel.hpp"
+#include "hinm/permute_rng.hpp"
+
+namespace hinm::permute {
+
+namespace {
+
+// A row's top-k within a kept set: the sum, and the k-th and (k+1)-th largest values (enough to
+// update the sum exactly when one kept column is replaced by another).
+struct RowTopk {
+  double sum = 0, kth = 0, next = 0;
+};
+
+// Updated top-k when column value `out` leaves the set and `in` enters it. Exact whatever the
+// ties: when out is one of the top k, the (k+1)-th moves up; in then enters if it beats the k-th.
+RowTopk replace_one(const RowTopk& t, double out, double in) {
+  RowTopk r = t;
+  double kth = t.kth;
+  if (out >= t.kth) { r.sum += t.next - out; kth = t.next; }
+  if (in > kth) r.sum += in - kth;
+  return r;
+}
+
+struct Shared {
+  const Problem& p;
+  std::vector<int64_t>& slots;
+  int64_t T, keep;
+  bool incremental;              // keep < Kt: the (k+1)-th value exists
+  std::vector<int32_t> ranked;   // [R, K] every row's columns by descending score (ties: lower column)
+  std::vector<double> ranked_val;  // [R, K] the scores in that order
+  std::vector<char> in;          // [T, K] kept flags
+  std::vector<double> sums;      // [T, K] column sums
+  std::vector<RowTopk> table;    // [R, T] row r's top-k under tile t's kept set, valid when stamp == ver[t]
+  std::vector<uint32_t> stamp;   // [R, T]
+  std::vector<uint32_t> ver;     // [T]
+
+  Shared(const Problem& prob, std::vector<int64_t>& sl)
+      : p(prob), slots(sl), T(prob.tiles()), keep(prob.Kt / prob.m * prob.n), incremental(keep < prob.Kt),
+        ranked(prob.R * prob.K), ranked_val(prob.R * prob.K), in(T * prob.K, 0), sums(T * prob.K, 0.0), table(prob.R * T),
+        stamp(prob.R * T, std::numeric_limits<uint32_t>::max()), ver(T, 0) {
+    parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+      for (int64_t r = a; r < b; ++r) {
+        int32_t* idx = ranked.data() + r * p.K;
+        std::iota(idx, idx + p.K, 0);
+        const double* x = p.row(r);
+        std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
+        for (int64_t j = 0; j < p.K; ++j) ranked_val[r * p.K + j] = x[idx[j]];
+      }
+    });
+  }
+
+  // Branch-free walk down the row's ranked scores (the kept flags are unpredictable).
+  RowTopk walk(int64_t r, const char* flags) const {
+    const double* x = ranked_val.data() + r * p.K;
+    const int32_t* idx = ranked.data() + r * p.K;
+    RowTopk t;
+    int64_t taken = 0, j = 0, last = 0;
+    double sum = 0;
+    for (; taken < keep; ++j) {
+      const int64_t f = flags[idx[j]];
+      sum += x[j] * double(f);  // a multiply, not a branch
+      last = f ? j : last;
+      taken += f;
+    }
+    t.sum = sum;
+    t.kth = x[last];
+    if (incremental) {
+      while (!flags[idx[j]]) ++j;
+      t.next = x[j];
+    }
+    return t;
+  }
+  const RowTopk& tab(int64_t r, int64_t t) {
+    const int64_t k = r * T + t;
+    if (stamp[k] != ver[t]) { table[k] = walk(r, in.data() + t * p.K); stamp[k] = ver[t]; }
+    return table[k];
+  }
+  // Canonical kept flags of column sums (the Kt largest, ties to the lower column).
+  void select(const double* sum, char* flags, std::vector<int32_t>& idx) const {
+    idx.resize(p.K);
+    std::iota(idx.begin(), idx.end(), 0);
+    auto better = [&](int32_t a, int32_t b) { return sum[a] > sum[b] || (sum[a] == sum[b] && a < b); };
+    if (p.Kt < p.K) std::nth_element(idx.begin(), idx.begin() + p.Kt, idx.end(), better);
+    std::fill(flags, flags + p.K, 0);
+    for (int64_t j = 0; j < p.Kt; ++j) flags[idx[j]] = 1;
+  }
+  // Whether the kept set of `sum` may differ from `flags`: the weakest kept column does not beat
+  // the strongest dropped one (an exact tie counts as a change: select() then decides).
+  // Branch-free min / max over 4 lanes: this runs for most proposals.
+  bool kept_changes(const double* sum, const char* flags) const {
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    double lo[4] = {inf, inf, inf, inf}, hi[4] = {-inf, -inf, -inf, -inf};
+    int64_t c = 0;
+    for (; c + 4 <= p.K; c += 4)
+      for (int l = 0; l < 4; ++l) {
+        const double y = sum[c + l];
+        const bool k = flags[c + l];
+        lo[l] = std::min(lo[l], k ? y : inf);
+        hi[l] = std::max(hi[l], k ? -inf : y);
+      }
+    for (; c < p.K; ++c) {
+      const double y = sum[c];
+      lo[0] = std::min(lo[0], flags[c] ? y : inf);
+      hi[0] = std::max(hi[0], flags[c] ? -inf : y);
+    }
+    const double l = std::min(std::min(lo[0], lo[1]), std::min(lo[2], lo[3]));
+    const double h = std::max(std::max(hi[0], hi[1]), std::max(hi[2], hi[3]));
+    return h >= l;
+  }
+};
+
+// One pair of tiles annealed on its own: rows and kept sets of tiles a and b only, so pairs run
+// in parallel without sharing anything they write.
+class PairAnneal {
+ public:
+  PairAnneal(Shared& sh, int64_t a, int64_t b)
+      : sh_(sh), p_(sh.p), a_(a), b_(b), na_(p_.tile_rows(a)), nb_(p_.tile_rows(b)),
+        sum_a_(p_.K), sum_b_(p_.K), in_a_(p_.K), in_b_(p_.K) {
+    for (int64_t t : {a_, b_}) {  // exact sums (no drift across rounds) and canonical kept flags
+      double* sum = sh_.sums.data() + t * p_.K;
+      std::fill(sum, sum + p_.K, 0.0);
+      for (int64_t s = t * p_.v; s < t * p_.v + p_.tile_rows(t); ++s) {
+        const double* x = p_.row(sh_.slots[s]);
+        for (int64_t c = 0; c < p_.K; ++c) sum[c] += x[c];
+      }
+      std::vector<char> flags(p_.K);
+      sh_.select(sum, flags.data(), idx_);
+      char* cur = sh_.in.data() + t * p_.K;
+      if (!std::equal(flags.begin(), flags.end(), cur)) { std::copy(flags.begin(), flags.end(), cur); ++sh_.ver[t]; }
+    }
+    val_a_ = tile_value(a_);
+    val_b_ = tile_value(b_);
+  }
+
+  // `moves` proposals, the temperature going linearly from t0 to t1. Returns accepted swaps.
+  int64_t run(SplitMix64& rng, int64_t moves, double t0, double t1, double tol, const Deadline& dl) {
+    int64_t accepted = 0;
+    for (int64_t k = 0; k < moves; ++k) {
+      if ((k & 255) == 255 && dl.expired()) break;
+      const double temp = t0 + (t1 - t0) * double(k) / double(moves);
+      const int64_t sa = a_ * p_.v + rng.below(na_), sb = b_ * p_.v + rng.below(nb_);
+      const double u = double((rng.next() >> 11) + 1) * 0x1.0p-53;  // (0, 1]
+      const double thr = temp > 0 ? temp * std::log(u) : tol;        // accept when the gain > thr
+      if (try_swap(sa, sb, thr, temp)) ++accepted;
+    }
+    return accepted;
+  }
+
+  double value_a() const { return val_a_; }
+  double value_b() const { return val_b_; }
+
+ private:
+  Shared& sh_;
+  const Problem& p_;
+  int64_t a_, b_, na_, nb_;
+  double val_a_ = 0, val_b_ = 0;
+  std::vector<double> sum_a_, sum_b_;
+  std::vector<char> in_a_, in_b_;
+  std::vector<int32_t> idx_;
+
+  double tile_value(int64_t t) {
+    double s = 0;
+    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) s += sh_.tab(sh_.slots[q], t).sum;
+    return s;
+  }
+
+  // Exact top-k value of tile t with the row in slot `out_slot` replaced by `in_row`, under the
+  // new kept flags `flags` (the old ones are sh_.in of t, still matching the table).
+  double tile_value_with(int64_t t, int64_t out_slot, int64_t in_row, const char* flags) {
+    const char* old = sh_.in.data() + t * p_.K;
+    int64_t c_out = -1, c_in = -1, diff = 0;
+    for (int64_t c = 0; c < p_.K; ++c)
+      if (old[c] != flags[c]) { ++diff; (old[c] ? c_out : c_in) = c; }
+    if (diff == 0) {  // a tie that select() resolved as before
+      double s = 0;
+      for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q)
+        s += sh_.tab(q == out_slot ? in_row : sh_.slots[q], t).sum;
+      return s;
+    }
+    const bool one = sh_.incremental && diff == 2;
+    double s = 0;
+    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) {
+      const int64_t r = q == out_slot ? in_row : sh_.slots[q];
+      if (one) s += replace_one(sh_.tab(r, t), p_.row(r)[c_out], p_.row(r)[c_in]).sum;
+      else s += sh_.walk(r, flags).sum;
+    }
+    return s;
+  }
+
+  bool try_swap(int64_t sa, int64_t sb, double thr, double temp) {
+    const int64_t ri = sh_.slots[sa], rj = sh_.slots[sb];
+    // Gain while the kept sets stay; moves far below the threshold are not evaluated further
+    // (a kept-set change rarely makes up for more than a few temperatures).
+    const double lin = sh_.tab(rj, a_).sum + sh_.tab(ri, b_).sum - sh_.tab(ri, a_).sum - sh_.tab(rj, b_).sum;
+    if (lin <= thr - 3 * temp) return false;
+    const double* xi = p_.row(ri);
+    const double* xj = p_.row(rj);
+    double* cur_a = sh_.sums.data() + a_ * p_.K;
+    double* cur_b = sh_.sums.data() + b_ * p_.K;
+    for (int64_t c = 0; c < p_.K; ++c) {
+      const double d = xj[c] - xi[c];
+      sum_a_[c] = cur_a[c] + d;
+      sum_b_[c] = cur_b[c] - d;
+    }
+    const bool ch_a = sh_.kept_changes(sum_a_.data(), sh_.in.data() + a_ * p_.K);
+    const bool ch_b = sh_.kept_changes(sum_b_.data(), sh_.in.data() + b_ * p_.K);
+    double new_a, new_b;
+    if (!ch_a && !ch_b) {
+      if (!(lin > thr)) return false;
+      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
+    } else {
+      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
+      if (ch_a) {
+        sh_.select(sum_a_.data(), in_a_.data(), idx_);
+        new_a = tile_value_with(a_, sa, rj, in_a_.data());
+      }
+      if (ch_b) {
+        sh_.select(sum_b_.data(), in_b_.data(), idx_);
+        new_b = tile_value_with(b_, sb, ri, in_b_.data());
+      }
+      if (!(new_a + new_b - val_a_ - val_b_ > thr)) return false;
+      if (ch_a && !std::equal(in_a_.begin(), in_a_.end(), sh_.in.begin() + a_ * p_.K)) {
+        std::copy(in_a_.begin(), in_a_.end(), sh_.in.begin() + a_ * p_.K);
+        ++sh_.ver[a_];
+      }
+      if (ch_b && !std::equal(in_b_.begin(), in_b_.end(), sh_.in.begin() + b_ * p_.K)) {
+        std::copy(in_b_.begin(), in_b_.end(), sh_.in.begin() + b_ * p_.K);
+        ++sh_.ver[b_];
+      }
+    }
+    std::copy(sum_a_.begin(), sum_a_.end(), cur_a);
+    std::copy(sum_b_.begin(), sum_b_.end(), cur_b);
+    std::swap(sh_.slots[sa], sh_.slots[sb]);
+    val_a_ = new_a;
+    val_b_ = new_b;
+    return true;
+  }
+};
+
+}  // namespace
+
+double topk_objective_of(const Problem& p, const std::vector<int64_t>& slots) {
+  const int64_t keep = p.Kt / p.m * p.n;
+  std::vector<double> buf(p.Kt);
+  double total = 0;
+  for (int64_t t = 0; t < p.tiles(); ++t) {
+    const int64_t* rows = slots.data() + t * p.v;
+    const auto kept = kept_columns(p, rows, p.tile_rows(t));
+    for (int64_t i = 0; i < p.tile_rows(t); ++i) total += topk_within(p.row(rows[i]), kept.data(), p.Kt, keep, buf.data());
+  }
+  return total;
+}
+
+int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl) {
+  const int64_t T = p.tiles();
+  if (T < 2 || opt.moves_per_row <= 0 || opt.rounds <= 0) return 0;
+  Shared sh(p, slots);
+  parallel_for(T, 1, [&](int64_t a, int64_t b) {  // canonical sums and kept flags of every tile
+    std::vector<int32_t> idx;
+    for (int64_t t = a; t < b; ++t) {
+      double* sum = sh.sums.data() + t * p.K;
+      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q)
+        for (int64_t c = 0; c < p.K; ++c) sum[c] += p.row(slots[q])[c];
+      sh.select(sum, sh.in.data() + t * p.K, idx);
+    }
+  });
+  const double start = topk_objective_of(p, slots);
+  const double t_start = std::max(0.0, opt.temperature) * start / double(p.R);
+  const double tol = 1e-12 * std::max(1.0, std::fabs(start));
+  const int64_t pairs = T / 2;
+  const int64_t per_pair = std::max<int64_t>(1, opt.moves_per_row * p.R / (int64_t(opt.rounds) * pairs));
+  int64_t accepted = 0;
+  std::vector<int64_t> tiles(T), count(pairs);
+  std::vector<double> tile_val(T, 0.0);
+  // The annealed state can end below where it started (a high temperature is a random walk): the
+  // best state at a round's end is what the stage returns.
+  std::vector<int64_t> best_slots = slots;
+  double best = start;
+  for (int round = 0; round < opt.rounds && !dl.expired(); ++round) {
+    std::iota(tiles.begin(), tiles.end(), 0);
+    SplitMix64 shuffle = SplitMix64::stream(opt.seed, 0xa22, uint64_t(round));
+    for (int64_t i = T - 1; i > 0; --i) std::swap(tiles[i], tiles[shuffle.below(i + 1)]);
+    const double t0 = t_start * (1.0 - double(round) / opt.rounds);
+    const double t1 = t_start * (1.0 - double(round + 1) / opt.rounds);
+    parallel_for(pairs, 1, [&](int64_t x, int64_t y) {
+      for (int64_t k = x; k < y; ++k) {
+        PairAnneal pa(sh, tiles[2 * k], tiles[2 * k + 1]);
+        SplitMix64 rng = SplitMix64::stream(opt.seed, 0xa11, uint64_t(round), uint64_t(k));
+        count[k] = pa.run(rng, per_pair, t0, t1, tol, dl);
+        tile_val[tiles[2 * k]] = pa.value_a();
+        tile_val[tiles[2 * k + 1]] = pa.value_b();
+      }
+    });
+    if (T % 2) {  // the tile left out this round keeps its value
+      const int64_t t = tiles[T - 1];
+      double v = 0;
+      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q) v += sh.tab(slots[q], t).sum;
+      tile_val[t] = v;
+    }
+    for (int64_t c : count) accepted += c;
+    double total = 0;
+    for (double x : tile_val) total += x;
+    if (total > best + tol) { best = total; best_slots = slots; }
+  }
+  if (best <= start + tol) { slots = std::move(best_slots); return 0; }  // best_slots is the start here
+  slots = std::move(best_slots);
+  return accepted;
+}
+
+}  // namespace hinm::permute
