@@ -15,7 +15,7 @@ namespace hinm::permute {
 struct AnnealOptions {
   int64_t moves_per_row = 0;  // proposed row swaps, per row of the matrix, over the whole stage
   double temperature = 0;     // initial temperature, relative to the mean top-k value of a row
-  int rounds = 16;            // rounds of tile pairings (the temperature falls linearly to 0)
+  int rounds = 64;            // rounds of tile pairings (the temperature falls linearly to 0)
   uint64_t seed = 0;
 };
 

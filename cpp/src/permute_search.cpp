@@ -378,6 +378,13 @@ struct Search {
     record("anneal", accepted, st);
   }
 
+  // The ICP's non-improving step limit for this tile width (see PermuteOptions::icp_fail_limit).
+  int icp_fails() const {
+    const double groups = double(p.Kt / p.m), ratio = std::min(1.0, 48.0 / groups);
+    const int scaled = int(opt.icp_fail_limit * ratio * ratio);
+    return std::max(scaled, std::min(3, opt.icp_fail_limit));
+  }
+
   // ICP of every tile: assignment stage (official), then pairwise swaps (and windows for N:M).
   void icp(State& st, bool assignment, bool window, const std::vector<char>* only = nullptr, uint64_t round = 0) {
     const int64_t T = p.tiles();
@@ -385,7 +392,7 @@ struct Search {
       for (int64_t t = a; t < b; ++t) {
         if (only && !(*only)[t]) continue;
         permute::TileIcp tile(p, tile_ptr(p, st, t), p.tile_rows(t), st.order[t]);
-        if (assignment) tile.alternate(SplitMix64::stream(opt.seed, 0x1c9, t, round).next(), opt.icp_fail_limit, dl);
+        if (assignment) tile.alternate(SplitMix64::stream(opt.seed, 0x1c9, t, round).next(), icp_fails(), dl);
         else tile.swap_stage(dl);
         if (window) { tile.window_stage(dl); tile.swap_stage(dl); }
         auto order = tile.order();

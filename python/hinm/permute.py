@@ -97,7 +97,7 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
                        seed: int = 0, time_budget: Optional[float] = None,
                        progress: Union[bool, Callable[[str, int, float], None]] = False, *,
                        schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 1,
-                       icp_fail_limit: int = 3, refine_rounds: int = 30, window_search: Optional[bool] = None,
+                       icp_fail_limit: int = 30, refine_rounds: int = 30, window_search: Optional[bool] = None,
                        ocp_objective: str = "vector", cluster_rounds: int = 50,
                        swap_rounds: int = 20, anneal_moves: int = 600,
                        anneal_temperature: float = 0.025, anneal_max_tiles: int = 12) -> PermutationResult:
@@ -121,7 +121,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     same objective with exact kept sets, this many proposals per row, scaled by 384 / K above 384
     columns; 0 = off; run for at most ``anneal_max_tiles`` tiles) and ``anneal_temperature`` (its
     initial temperature relative to a row's mean top-k value),
-    ``icp_fail_limit``, ``refine_rounds`` (rows -> tiles reassignments), ``swap_rounds`` (rounds of
+    ``icp_fail_limit`` (non-improving ICP assignment steps ending a tile's search; scaled by
+    (48 / groups)^2 for tiles of more than 48 groups of m kept columns), ``refine_rounds`` (rows -> tiles reassignments), ``swap_rounds`` (rounds of
     exact-gain row swaps between tiles followed by an ICP of the changed tiles; 0 = off),
     ``window_search`` (exhaustive re-partition of pairs of groups after the column swaps in every
     tile; default on for channel_swap, off for gyro)."""

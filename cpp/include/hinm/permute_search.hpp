@@ -43,7 +43,10 @@ struct PermuteOptions {
   int64_t anneal_moves = 600;
   double anneal_temperature = 0.025;
   int anneal_max_tiles = 12;
-  int icp_fail_limit = 3;   // ICP: non-improving assignment steps ending a tile's search
+  // ICP: non-improving assignment steps ending a tile's search, for tiles of up to 48 groups of m
+  // kept columns; wider tiles get icp_fail_limit * (48 / groups)^2 (at least min(3, icp_fail_limit)):
+  // a step costs O(groups^2) and more, and more steps paid off on narrow tiles only.
+  int icp_fail_limit = 30;
   int refine_rounds = 30;   // gyro: max rounds of (rows -> tiles assignment, column swaps)
   int swap_rounds = 20;     // gyro: max rounds of (row swaps between tiles, ICP of changed tiles)
   bool window_search = true;  // channel_swap / gyro ICP: exhaustive re-partition of pairs of groups
