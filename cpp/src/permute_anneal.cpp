@@ -77,9 +77,10 @@ struct Shared {
     }
     return t;
   }
-  const RowTopk& tab(int64_t r, int64_t t) {
+  // Row r's entry for tile t, walked again when t's kept set changed since (counted in `walks`).
+  const RowTopk& tab(int64_t r, int64_t t, int64_t& walks) {
     const int64_t k = r * T + t;
-    if (stamp[k] != ver[t]) { table[k] = walk(r, in.data() + t * p.K); stamp[k] = ver[t]; }
+    if (stamp[k] != ver[t]) { table[k] = walk(r, in.data() + t * p.K); stamp[k] = ver[t]; ++walks; }
     return table[k];
   }
   // Canonical kept flags of column sums (the Kt largest, ties to the lower column).
@@ -139,10 +140,12 @@ class PairAnneal {
     val_b_ = tile_value(b_);
   }
 
-  // `moves` proposals, the temperature going linearly from t0 to t1. Returns accepted swaps.
-  int64_t run(SplitMix64& rng, int64_t moves, double t0, double t1, double tol, const Deadline& dl) {
+  // `moves` proposals, the temperature going linearly from t0 to t1, or fewer once the row walks
+  // (the cost: kept-set changes make the table stale) pass walk_budget. Returns accepted swaps.
+  int64_t run(SplitMix64& rng, int64_t moves, double t0, double t1, double tol, int64_t walk_budget,
+              const Deadline& dl) {
     int64_t accepted = 0;
-    for (int64_t k = 0; k < moves; ++k) {
+    for (int64_t k = 0; k < moves && walks_ <= walk_budget; ++k) {
       if ((k & 255) == 255 && dl.expired()) break;
       const double temp = t0 + (t1 - t0) * double(k) / double(moves);
       const int64_t sa = a_ * p_.v + rng.below(na_), sb = b_ * p_.v + rng.below(nb_);
@@ -164,10 +167,11 @@ class PairAnneal {
   std::vector<double> sum_a_, sum_b_;
   std::vector<char> in_a_, in_b_;
   std::vector<int32_t> idx_;
+  int64_t walks_ = 0;
 
   double tile_value(int64_t t) {
     double s = 0;
-    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) s += sh_.tab(sh_.slots[q], t).sum;
+    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) s += sh_.tab(sh_.slots[q], t, walks_).sum;
     return s;
   }
 
@@ -181,15 +185,19 @@ class PairAnneal {
     if (diff == 0) {  // a tie that select() resolved as before
       double s = 0;
       for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q)
-        s += sh_.tab(q == out_slot ? in_row : sh_.slots[q], t).sum;
+        s += sh_.tab(q == out_slot ? in_row : sh_.slots[q], t, walks_).sum;
       return s;
     }
     const bool one = sh_.incremental && diff == 2;
     double s = 0;
     for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) {
       const int64_t r = q == out_slot ? in_row : sh_.slots[q];
-      if (one) s += replace_one(sh_.tab(r, t), p_.row(r)[c_out], p_.row(r)[c_in]).sum;
-      else s += sh_.walk(r, flags).sum;
+      if (one) {
+        s += replace_one(sh_.tab(r, t, walks_), p_.row(r)[c_out], p_.row(r)[c_in]).sum;
+      } else {
+        s += sh_.walk(r, flags).sum;
+        ++walks_;
+      }
     }
     return s;
   }
@@ -198,7 +206,7 @@ class PairAnneal {
     const int64_t ri = sh_.slots[sa], rj = sh_.slots[sb];
     // Gain while the kept sets stay; moves far below the threshold are not evaluated further
     // (a kept-set change rarely makes up for more than a few temperatures).
-    const double lin = sh_.tab(rj, a_).sum + sh_.tab(ri, b_).sum - sh_.tab(ri, a_).sum - sh_.tab(rj, b_).sum;
+    const double lin = sh_.tab(rj, a_, walks_).sum + sh_.tab(ri, b_, walks_).sum - sh_.tab(ri, a_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
     if (lin <= thr - 3 * temp) return false;
     const double* xi = p_.row(ri);
     const double* xj = p_.row(rj);
@@ -214,11 +222,11 @@ class PairAnneal {
     double new_a, new_b;
     if (!ch_a && !ch_b) {
       if (!(lin > thr)) return false;
-      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
-      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
+      new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
     } else {
-      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
-      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
+      new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
       if (ch_a) {
         sh_.select(sum_a_.data(), in_a_.data(), idx_);
         new_a = tile_value_with(a_, sa, rj, in_a_.data());
@@ -260,6 +268,11 @@ double topk_objective_of(const Problem& p, const std::vector<int64_t>& slots) {
   return total;
 }
 
+// Row walks allowed per proposal, on average over a pair's round: a layer where most proposals
+// change a kept set and get accepted (a temperature too high for it: a random walk that gained
+// nothing on MiniLM) would otherwise cost several times as much as the others.
+constexpr int64_t kWalksPerMove = 16;
+
 int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl) {
   const int64_t T = p.tiles();
   if (T < 2 || opt.moves_per_row <= 0 || opt.rounds <= 0) return 0;
@@ -295,7 +308,7 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
       for (int64_t k = x; k < y; ++k) {
         PairAnneal pa(sh, tiles[2 * k], tiles[2 * k + 1]);
         SplitMix64 rng = SplitMix64::stream(opt.seed, 0xa11, uint64_t(round), uint64_t(k));
-        count[k] = pa.run(rng, per_pair, t0, t1, tol, dl);
+        count[k] = pa.run(rng, per_pair, t0, t1, tol, per_pair * kWalksPerMove, dl);
         tile_val[tiles[2 * k]] = pa.value_a();
         tile_val[tiles[2 * k + 1]] = pa.value_b();
       }
@@ -303,7 +316,8 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
     if (T % 2) {  // the tile left out this round keeps its value
       const int64_t t = tiles[T - 1];
       double v = 0;
-      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q) v += sh.tab(slots[q], t).sum;
+      int64_t walks = 0;
+      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q) v += sh.tab(slots[q], t, walks).sum;
       tile_val[t] = v;
     }
     for (int64_t c : count) accepted += c;
