@@ -16,6 +16,7 @@ namespace {
 // update the sum exactly when one kept column is replaced by another).
 struct RowTopk {
   double sum = 0, kth = 0, next = 0;
+  int32_t pk = 0, pk1 = 0;  // positions of the k-th and (k+1)-th kept columns in the row's ranking
 };
 
 // Updated top-k when column value `out` leaves the set and `in` enters it. Exact whatever the
@@ -33,8 +34,10 @@ struct Shared {
   std::vector<int64_t>& slots;
   int64_t T, keep;
   bool incremental;              // keep < Kt: the (k+1)-th value exists
+  bool positional;               // Kt >= keep + 2: entries follow one-column kept-set changes
   std::vector<int32_t> ranked;   // [R, K] every row's columns by descending score (ties: lower column)
   std::vector<double> ranked_val;  // [R, K] the scores in that order
+  std::vector<int32_t> pos_of;   // [R, K] position of every column in the row's ranking
   std::vector<char> in;          // [T, K] kept flags
   std::vector<double> sums;      // [T, K] column sums
   std::vector<RowTopk> table;    // [R, T] row r's top-k under tile t's kept set, valid when stamp == ver[t]
@@ -42,8 +45,8 @@ struct Shared {
   std::vector<uint32_t> ver;     // [T]
 
   Shared(const Problem& prob, std::vector<int64_t>& sl)
-      : p(prob), slots(sl), T(prob.tiles()), keep(prob.Kt / prob.m * prob.n), incremental(keep < prob.Kt),
-        ranked(prob.R * prob.K), ranked_val(prob.R * prob.K), in(T * prob.K, 0), sums(T * prob.K, 0.0), table(prob.R * T),
+      : p(prob), slots(sl), T(prob.tiles()), keep(prob.Kt / prob.m * prob.n), incremental(keep < prob.Kt), positional(prob.Kt >= keep + 2),
+        ranked(prob.R * prob.K), ranked_val(prob.R * prob.K), pos_of(prob.R * prob.K), in(T * prob.K, 0), sums(T * prob.K, 0.0), table(prob.R * T),
         stamp(prob.R * T, std::numeric_limits<uint32_t>::max()), ver(T, 0) {
     parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
       for (int64_t r = a; r < b; ++r) {
@@ -51,7 +54,10 @@ struct Shared {
         std::iota(idx, idx + p.K, 0);
         const double* x = p.row(r);
         std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
-        for (int64_t j = 0; j < p.K; ++j) ranked_val[r * p.K + j] = x[idx[j]];
+        for (int64_t j = 0; j < p.K; ++j) {
+          ranked_val[r * p.K + j] = x[idx[j]];
+          pos_of[r * p.K + idx[j]] = int32_t(j);
+        }
       }
     });
   }
@@ -71,11 +77,78 @@ struct Shared {
     }
     t.sum = sum;
     t.kth = x[last];
+    t.pk = int32_t(last);
     if (incremental) {
       while (!flags[idx[j]]) ++j;
       t.next = x[j];
+      t.pk1 = int32_t(j);
     }
     return t;
+  }
+  // Entry `e` of row r (valid for the kept flags before) made valid for `flags`, which differ by
+  // column c_out leaving and c_in entering: the same set as a fresh walk, found by short scans
+  // next to the k-th and (k+1)-th positions (needs Kt >= k + 2).
+  void replace_in_entry(int64_t r, RowTopk& e, const char* flags, int32_t c_out, int32_t c_in) const {
+    const double* x = ranked_val.data() + r * p.K;
+    const int32_t* idx = ranked.data() + r * p.K;
+    const int32_t po = pos_of[r * p.K + c_out], pi = pos_of[r * p.K + c_in];
+    auto kept_other = [&](int32_t j) { return flags[idx[j]] && idx[j] != c_in; };  // the set without both
+    if (po <= e.pk) {  // c_out was in the top k: the (k+1)-th moves up
+      e.sum += x[e.pk1] - x[po];
+      e.pk = e.pk1;
+      int32_t j = e.pk1 + 1;
+      while (!kept_other(j)) ++j;
+      e.pk1 = j;
+    } else if (po == e.pk1) {
+      int32_t j = e.pk1 + 1;
+      while (!kept_other(j)) ++j;
+      e.pk1 = j;
+    }
+    if (pi < e.pk) {  // c_in enters the top k, the k-th drops to (k+1)-th
+      e.sum += x[pi] - x[e.pk];
+      int32_t j = e.pk - 1;
+      while (!flags[idx[j]]) --j;  // the last of the new top k (possibly c_in itself)
+      e.pk1 = e.pk;
+      e.pk = j;
+    } else if (pi < e.pk1) {
+      e.pk1 = pi;
+    }
+    e.kth = x[e.pk];
+    e.next = x[e.pk1];
+  }
+  // Columns leaving (outs) and entering (ins) when kept flags `cur` become `next`, ascending.
+  void changes(const char* cur, const char* next, std::vector<int32_t>& outs, std::vector<int32_t>& ins) const {
+    outs.clear();
+    ins.clear();
+    for (int64_t c = 0; c < p.K; ++c)
+      if (cur[c] != next[c]) (cur[c] ? outs : ins).push_back(int32_t(c));
+  }
+  // Up to this many columns changing at once, entries follow one replacement at a time (through
+  // intermediate kept sets of Kt columns); beyond, rows are walked again.
+  static constexpr size_t kMaxReplaced = 8;
+  bool follows(size_t replaced) const { return positional && replaced <= kMaxReplaced; }
+
+  // Tile t's kept flags become `flags`: its valid table entries follow (replace_in_entry, one
+  // column pair at a time), or all go stale when too many columns changed.
+  void set_flags(int64_t t, const char* flags, std::vector<int32_t>& outs, std::vector<int32_t>& ins,
+                 std::vector<char>& tmp) {
+    char* cur = in.data() + t * p.K;
+    changes(cur, flags, outs, ins);
+    if (outs.empty()) return;
+    const uint32_t next_ver = ver[t] + 1;
+    if (follows(outs.size())) {
+      tmp.assign(cur, cur + p.K);
+      for (size_t k = 0; k < outs.size(); ++k) {
+        tmp[outs[k]] = 0;
+        tmp[ins[k]] = 1;
+        for (int64_t r = 0; r < p.R; ++r)
+          if (stamp[r * T + t] == ver[t]) replace_in_entry(r, table[r * T + t], tmp.data(), outs[k], ins[k]);
+      }
+      for (int64_t r = 0; r < p.R; ++r)
+        if (stamp[r * T + t] == ver[t]) stamp[r * T + t] = next_ver;
+    }
+    std::copy(flags, flags + p.K, cur);
+    ver[t] = next_ver;
   }
   // Row r's entry for tile t, walked again when t's kept set changed since (counted in `walks`).
   const RowTopk& tab(int64_t r, int64_t t, int64_t& walks) {
@@ -134,18 +207,19 @@ class PairAnneal {
       std::vector<char> flags(p_.K);
       sh_.select(sum, flags.data(), idx_);
       char* cur = sh_.in.data() + t * p_.K;
-      if (!std::equal(flags.begin(), flags.end(), cur)) { std::copy(flags.begin(), flags.end(), cur); ++sh_.ver[t]; }
+      if (!std::equal(flags.begin(), flags.end(), cur)) sh_.set_flags(t, flags.data(), outs_, ins_, tmp_);
     }
     val_a_ = tile_value(a_);
     val_b_ = tile_value(b_);
   }
 
-  // `moves` proposals, the temperature going linearly from t0 to t1, or fewer once the row walks
-  // (the cost: kept-set changes make the table stale) pass walk_budget. Returns accepted swaps.
-  int64_t run(SplitMix64& rng, int64_t moves, double t0, double t1, double tol, int64_t walk_budget,
+  // `moves` proposals, the temperature going linearly from t0 to t1, or fewer once the exact
+  // evaluations (proposals that change a kept set: the cost) pass exact_budget. Returns accepted
+  // swaps.
+  int64_t run(SplitMix64& rng, int64_t moves, double t0, double t1, double tol, int64_t exact_budget,
               const Deadline& dl) {
     int64_t accepted = 0;
-    for (int64_t k = 0; k < moves && walks_ <= walk_budget; ++k) {
+    for (int64_t k = 0; k < moves && exact_ <= exact_budget; ++k) {
       if ((k & 255) == 255 && dl.expired()) break;
       const double temp = t0 + (t1 - t0) * double(k) / double(moves);
       const int64_t sa = a_ * p_.v + rng.below(na_), sb = b_ * p_.v + rng.below(nb_);
@@ -166,8 +240,11 @@ class PairAnneal {
   double val_a_ = 0, val_b_ = 0;
   std::vector<double> sum_a_, sum_b_;
   std::vector<char> in_a_, in_b_;
-  std::vector<int32_t> idx_;
-  int64_t walks_ = 0;
+  std::vector<int32_t> idx_, outs_, ins_;
+  std::vector<char> tmp_;
+  std::vector<RowTopk> entries_;
+  int64_t walks_ = 0;  // rows walked (informative)
+  int64_t exact_ = 0;  // exact evaluations
 
   double tile_value(int64_t t) {
     double s = 0;
@@ -179,21 +256,31 @@ class PairAnneal {
   // new kept flags `flags` (the old ones are sh_.in of t, still matching the table).
   double tile_value_with(int64_t t, int64_t out_slot, int64_t in_row, const char* flags) {
     const char* old = sh_.in.data() + t * p_.K;
-    int64_t c_out = -1, c_in = -1, diff = 0;
-    for (int64_t c = 0; c < p_.K; ++c)
-      if (old[c] != flags[c]) { ++diff; (old[c] ? c_out : c_in) = c; }
-    if (diff == 0) {  // a tie that select() resolved as before
-      double s = 0;
-      for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q)
-        s += sh_.tab(q == out_slot ? in_row : sh_.slots[q], t, walks_).sum;
+    sh_.changes(old, flags, outs_, ins_);
+    const int64_t first = t * p_.v, nr = p_.tile_rows(t);
+    auto row_at = [&](int64_t q) { return q == out_slot ? in_row : sh_.slots[q]; };
+    double s = 0;
+    if (outs_.empty()) {  // a tie that select() resolved as before
+      for (int64_t q = first; q < first + nr; ++q) s += sh_.tab(row_at(q), t, walks_).sum;
       return s;
     }
-    const bool one = sh_.incremental && diff == 2;
-    double s = 0;
-    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) {
-      const int64_t r = q == out_slot ? in_row : sh_.slots[q];
+    if (sh_.follows(outs_.size())) {
+      entries_.resize(nr);
+      for (int64_t q = 0; q < nr; ++q) entries_[q] = sh_.tab(row_at(first + q), t, walks_);
+      tmp_.assign(old, old + p_.K);
+      for (size_t k = 0; k < outs_.size(); ++k) {
+        tmp_[outs_[k]] = 0;
+        tmp_[ins_[k]] = 1;
+        for (int64_t q = 0; q < nr; ++q) sh_.replace_in_entry(row_at(first + q), entries_[q], tmp_.data(), outs_[k], ins_[k]);
+      }
+      for (int64_t q = 0; q < nr; ++q) s += entries_[q].sum;
+      return s;
+    }
+    const bool one = sh_.incremental && outs_.size() == 1;
+    for (int64_t q = first; q < first + nr; ++q) {
+      const int64_t r = row_at(q);
       if (one) {
-        s += replace_one(sh_.tab(r, t, walks_), p_.row(r)[c_out], p_.row(r)[c_in]).sum;
+        s += replace_one(sh_.tab(r, t, walks_), p_.row(r)[outs_[0]], p_.row(r)[ins_[0]]).sum;
       } else {
         s += sh_.walk(r, flags).sum;
         ++walks_;
@@ -225,6 +312,7 @@ class PairAnneal {
       new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
       new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
     } else {
+      ++exact_;
       new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
       new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
       if (ch_a) {
@@ -236,14 +324,8 @@ class PairAnneal {
         new_b = tile_value_with(b_, sb, ri, in_b_.data());
       }
       if (!(new_a + new_b - val_a_ - val_b_ > thr)) return false;
-      if (ch_a && !std::equal(in_a_.begin(), in_a_.end(), sh_.in.begin() + a_ * p_.K)) {
-        std::copy(in_a_.begin(), in_a_.end(), sh_.in.begin() + a_ * p_.K);
-        ++sh_.ver[a_];
-      }
-      if (ch_b && !std::equal(in_b_.begin(), in_b_.end(), sh_.in.begin() + b_ * p_.K)) {
-        std::copy(in_b_.begin(), in_b_.end(), sh_.in.begin() + b_ * p_.K);
-        ++sh_.ver[b_];
-      }
+      if (ch_a) sh_.set_flags(a_, in_a_.data(), outs_, ins_, tmp_);
+      if (ch_b) sh_.set_flags(b_, in_b_.data(), outs_, ins_, tmp_);
     }
     std::copy(sum_a_.begin(), sum_a_.end(), cur_a);
     std::copy(sum_b_.begin(), sum_b_.end(), cur_b);
@@ -268,14 +350,18 @@ double topk_objective_of(const Problem& p, const std::vector<int64_t>& slots) {
   return total;
 }
 
-// Row walks allowed per proposal, on average over a pair's round: a layer where most proposals
-// change a kept set and get accepted (a temperature too high for it: a random walk that gained
-// nothing on MiniLM) would otherwise cost several times as much as the others.
-constexpr int64_t kWalksPerMove = 16;
+// Exact evaluations allowed per proposal, over a pair's round: a layer where most proposals pass
+// the first test and change a kept set (a temperature too high for it: a random walk that gained
+// nothing on MiniLM) would otherwise cost several times as much as the others (~7 % on most).
+constexpr int64_t kProposalsPerExact = 8;
 
-int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl) {
+int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl,
+                    double* tracked) {
   const int64_t T = p.tiles();
-  if (T < 2 || opt.moves_per_row <= 0 || opt.rounds <= 0) return 0;
+  if (T < 2 || opt.moves_per_row <= 0 || opt.rounds <= 0) {
+    if (tracked) *tracked = topk_objective_of(p, slots);
+    return 0;
+  }
   Shared sh(p, slots);
   parallel_for(T, 1, [&](int64_t a, int64_t b) {  // canonical sums and kept flags of every tile
     std::vector<int32_t> idx;
@@ -308,7 +394,7 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
       for (int64_t k = x; k < y; ++k) {
         PairAnneal pa(sh, tiles[2 * k], tiles[2 * k + 1]);
         SplitMix64 rng = SplitMix64::stream(opt.seed, 0xa11, uint64_t(round), uint64_t(k));
-        count[k] = pa.run(rng, per_pair, t0, t1, tol, per_pair * kWalksPerMove, dl);
+        count[k] = pa.run(rng, per_pair, t0, t1, tol, per_pair / kProposalsPerExact, dl);
         tile_val[tiles[2 * k]] = pa.value_a();
         tile_val[tiles[2 * k + 1]] = pa.value_b();
       }
@@ -325,6 +411,7 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
     for (double x : tile_val) total += x;
     if (total > best + tol) { best = total; best_slots = slots; }
   }
+  if (tracked) *tracked = best;
   if (best <= start + tol) { slots = std::move(best_slots); return 0; }  // best_slots is the start here
   slots = std::move(best_slots);
   return accepted;

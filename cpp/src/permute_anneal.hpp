@@ -21,8 +21,11 @@ struct AnnealOptions {
 
 // Anneals `slots` (slot -> row, [R]) in place. Every round pairs the tiles at random (seeded) and
 // each pair of tiles anneals its own rows independently (in parallel; the result does not depend
-// on the thread count). Returns the number of accepted swaps.
-int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl);
+// on the thread count). The best state at a round's end is kept (never below the start). Returns
+// the number of accepted swaps (0: slots unchanged); `tracked` (optional) gets the objective of
+// the result as the stage's incremental bookkeeping has it (tests compare it with a recount).
+int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealOptions& opt, const Deadline& dl,
+                    double* tracked = nullptr);
 
 // The top-k objective of a row partition (exact, from scratch): used by the stage and by tests.
 double topk_objective_of(const Problem& p, const std::vector<int64_t>& slots);

@@ -99,8 +99,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
                        schedule: Sequence[int] = DEFAULT_SCHEDULE, ocp_fail_limit: int = 1,
                        icp_fail_limit: int = 30, refine_rounds: int = 30, window_search: Optional[bool] = None,
                        ocp_objective: str = "vector", cluster_rounds: int = 50,
-                       swap_rounds: int = 20, anneal_moves: int = 600,
-                       anneal_temperature: float = 0.025, anneal_max_tiles: int = 12) -> PermutationResult:
+                       swap_rounds: int = 20, anneal_moves: int = 1000,
+                       anneal_temperature: float = 0.018, anneal_max_tiles: int = 12) -> PermutationResult:
     """Search row and per-tile column permutations that maximise the saliency kept by ``config``.
 
     ``weight`` is [R, K] (numpy or torch); ``scores`` defaults to |weight|. ``method``:

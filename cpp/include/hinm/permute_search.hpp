@@ -40,8 +40,8 @@ struct PermuteOptions {
   // 384 / K when K > 384, a proposal costing O(K)), starting at anneal_temperature times the mean
   // top-k value of a row and cooling linearly to 0. Only for at most anneal_max_tiles tiles: on
   // MiniLM's 1536x384 layers (24 tiles at v=64) it never beat the clustering.
-  int64_t anneal_moves = 600;
-  double anneal_temperature = 0.025;
+  int64_t anneal_moves = 1000;
+  double anneal_temperature = 0.018;
   int anneal_max_tiles = 12;
   // ICP: non-improving assignment steps ending a tile's search, for tiles of up to 48 groups of m
   // kept columns; wider tiles get icp_fail_limit * (48 / groups)^2 (at least min(3, icp_fail_limit)):
