@@ -105,8 +105,9 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
 
     ``weight`` is [R, K] (numpy or torch); ``scores`` defaults to |weight|. ``method``:
     ``"gyro"`` (OCP by sampled balanced clustering + assignment on the schedule, vector pruning,
-    clustering of rows into tiles on the top-k objective, per-tile ICP by assignment then pairwise
-    column swaps, then rows -> tiles refinement and row swaps between tiles),
+    clustering of rows into tiles on the top-k objective, simulated annealing of row swaps
+    between tiles on the same objective, per-tile ICP by assignment then pairwise column swaps,
+    then rows -> tiles refinement and row swaps between tiles),
     ``"channel_swap"`` (identity rows; Apex-style greedy column swaps in every tile, plus the
     exhaustive search over pairs of groups when ``window_search``), ``"random"`` or ``"identity"``.
     For an NMConfig all rows form one tile and the result's ``col_perm`` is the column order.
