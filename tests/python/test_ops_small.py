@@ -182,7 +182,7 @@ def test_prepacked_weight_gives_the_same_bits(rng, variant, dtype, n, m):
         assert_thread_independent(packed, rng.standard_normal((3, dense.shape[1])).astype(np.float32))
 
 
-def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng):
+def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng, monkeypatch):
     w, dense = make_hinm(rng, 100, 96, 16, 2, 4, kept=48)
     x = rng.standard_normal((1, 96)).astype(np.float32)
     packed = hinm.prepack(w)
@@ -206,6 +206,9 @@ def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng):
     w14, _ = make_hinm(rng, 40, 64, 16, 1, 4, kept=32)
     assert hinm.prepack(w14).nbytes == 0
     assert np.array_equal(hinm.linear(x[:, :64], hinm.prepack(w14)), hinm.linear(x[:, :64], w14))
+    monkeypatch.setattr(ops, "is_cuda", lambda a: True)
+    with pytest.raises(ValueError, match="prepack: the weight is on a GPU"):
+        hinm.prepack(w)
 
 
 def test_rows_pack_arrays_are_checked(rng):
