@@ -7,7 +7,7 @@ comparison is like for like — at 50% (2:4), 75% and 87.5%. Then distillation r
 HiNM 75% gyro model (masks fixed, ends compressed). Prints a table, writes
 bench/results/quality.json and bench/results/quality_vs_sparsity.png (one panel per method; --name).
 
-    python bench/bench_quality.py [--calib 256] [--eval 384] [--distill-cpu-seconds 1200] [--only ROWS] [--cols 2,3] [--quick]"""
+    python bench/bench_quality.py [--calib 256] [--eval 384] [--distill-cpu-seconds 1000] [--only ROWS] [--cols 2,3] [--quick]"""
 
 from __future__ import annotations
 
@@ -53,8 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--eval", type=int, default=384)
-    ap.add_argument("--distill-cpu-seconds", type=float, default=1200.0,
-                    help="distillation budget in process CPU seconds (1200 = 10 min on 2 cores); 0: none")
+    ap.add_argument("--distill-cpu-seconds", type=float, default=1000.0,
+                    help="distillation budget in process CPU seconds (1000: ~9.5 min wall on 2 idle cores, "
+                         "whose training loop keeps ~1.8 busy); 0: none")
     ap.add_argument("--distill-lr", type=float, default=1e-4)
     ap.add_argument("--quick", action="store_true", help="75%% rows only, no sequential column, no distillation")
     ap.add_argument("--only", default=None, help="'|'-separated prefixes of the row labels to run")
