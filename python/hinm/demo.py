@@ -262,7 +262,7 @@ def _plots(out_dir: Path, results, layer_rows) -> List[str]:
         fig.savefig(out_dir / "retained_per_layer.png", dpi=120)
         plt.close(fig)
         figures.append("retained_per_layer.png")
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     series = {}
     for r in results:
         fam = ("HiNM" if r["config"].startswith("hinm") else "unstructured" if r["config"].startswith("unst") else "2:4")
@@ -270,14 +270,17 @@ def _plots(out_dir: Path, results, layer_rows) -> List[str]:
                f"{' + reconstruction' if r['reconstruct'] else ''}"
         if fam == "2:4":
             name = f"N:M-family, {r['saliency']}{' + reconstruction' if r['reconstruct'] else ''}"
+        if "sequential" in r.get("label", ""):
+            name += ", sequential"
         series.setdefault(name, []).append((r["sparsity"], r["mean_cosine"]))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more series than tab10 has colours
     for name, pts in sorted(series.items()):
         pts.sort()
         ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("mean cosine to dense embeddings")
     ax.set_title("all-MiniLM-L6-v2: quality vs sparsity (held-out text)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no point hidden
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_dir / "quality_vs_sparsity.png", dpi=120)
