@@ -46,14 +46,12 @@ struct Shared {
 
   Shared(const Problem& prob, std::vector<int64_t>& sl)
       : p(prob), slots(sl), T(prob.tiles()), keep(prob.Kt / prob.m * prob.n), incremental(keep < prob.Kt), positional(prob.Kt >= keep + 2),
-        ranked(prob.R * prob.K), ranked_val(prob.R * prob.K), pos_of(prob.R * prob.K), in(T * prob.K, 0), sums(T * prob.K, 0.0), table(prob.R * T),
+        ranked(ranked_columns(prob)), ranked_val(prob.R * prob.K), pos_of(prob.R * prob.K), in(T * prob.K, 0), sums(T * prob.K, 0.0), table(prob.R * T),
         stamp(prob.R * T, std::numeric_limits<uint32_t>::max()), ver(T, 0) {
     parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
       for (int64_t r = a; r < b; ++r) {
-        int32_t* idx = ranked.data() + r * p.K;
-        std::iota(idx, idx + p.K, 0);
+        const int32_t* idx = ranked.data() + r * p.K;
         const double* x = p.row(r);
-        std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
         for (int64_t j = 0; j < p.K; ++j) {
           ranked_val[r * p.K + j] = x[idx[j]];
           pos_of[r * p.K + idx[j]] = int32_t(j);

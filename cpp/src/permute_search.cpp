@@ -319,17 +319,7 @@ struct Search {
     std::vector<int64_t> cap(T);
     for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
     std::vector<double> cost(p.R * T);
-    // Every row's columns by descending score (ties: lower column): a row's top-k within a kept
-    // set is then the first k of its list that the set holds.
-    std::vector<int32_t> ranked(p.R * p.K);
-    parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
-      for (int64_t r = a; r < b; ++r) {
-        int32_t* idx = ranked.data() + r * p.K;
-        std::iota(idx, idx + p.K, 0);
-        const double* x = p.row(r);
-        std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
-      }
-    });
+    const std::vector<int32_t> ranked = permute::ranked_columns(p);
     std::vector<char> in_kept(T * p.K);
     int accepted = 0;
     for (int round = 0; round < opt.cluster_rounds && !dl.expired(); ++round) {

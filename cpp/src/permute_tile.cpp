@@ -36,6 +36,19 @@ double topn_sum(const double* x, int m, int n) {
   return s;
 }
 
+std::vector<int32_t> ranked_columns(const Problem& p) {
+  std::vector<int32_t> ranked(p.R * p.K);
+  parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+    for (int64_t r = a; r < b; ++r) {
+      int32_t* idx = ranked.data() + r * p.K;
+      std::iota(idx, idx + p.K, 0);
+      const double* x = p.row(r);
+      std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
+    }
+  });
+  return ranked;
+}
+
 std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t nr) {
   std::vector<double> sum(p.K, 0.0);
   for (int64_t i = 0; i < nr; ++i) {

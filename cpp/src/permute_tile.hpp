@@ -33,6 +33,10 @@ double topn_sum(const double* x, int m, int n);
 // with the largest sum, ties to the lower column index; returned in ascending column order.
 std::vector<int32_t> kept_columns(const Problem& p, const int64_t* rows, int64_t nr);
 
+// Every row's columns by descending score (ties: lower column), [R, K] row-major: a row's top-k
+// within a kept set is then the first k of its list that the set holds.
+std::vector<int32_t> ranked_columns(const Problem& p);
+
 // Retained saliency of one tile: rows `rows`, kept columns listed in `order` (Kt entries).
 double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const int32_t* order);
 

@@ -181,24 +181,31 @@ def ref_topk_objective(scores, v, kt, n, m, row_perm):
     return total
 
 
+def search_on_one_and_two_threads(w, cfg, stage, **options):
+    """search_permutation on 1 and 2 threads: identical results and history, `stage` in the
+    history, retained saliency non-decreasing through it. Returns the 1-thread result."""
+    runs = []
+    for threads in (1, 2):
+        hinm.set_num_threads(threads)
+        runs.append(hinm.search_permutation(w, cfg, **options))
+    hinm.set_num_threads(0)
+    a, b = runs
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    np.testing.assert_array_equal(a.col_orders, b.col_orders)
+    assert [h[:2] for h in a.history] == [h[:2] for h in b.history]
+    assert stage in [h[0] for h in a.history]
+    retained = [h[1] for h in a.history]
+    assert retained == sorted(retained)
+    return a
+
+
 def test_cluster_stage_raises_topk_objective_monotone_and_thread_independent(rng):
     # Rows drawn from 4 column profiles, shuffled: the clustering must regroup them.
     profiles = rng.random((4, 64)) ** 4
     w = profiles[rng.integers(0, 4, 128)] * (0.5 + rng.random((128, 64)))
     cfg = hinm.HiNMConfig(32, 0.5, 2, 4)
     only_cluster = dict(ocp_fail_limit=0, refine_rounds=0, swap_rounds=0, anneal_moves=0)
-    runs = []
-    for threads in (1, 2):
-        hinm.set_num_threads(threads)
-        runs.append(hinm.search_permutation(w, cfg, seed=3, **only_cluster))
-    hinm.set_num_threads(0)
-    a, b = runs
-    np.testing.assert_array_equal(a.row_perm, b.row_perm)
-    np.testing.assert_array_equal(a.col_orders, b.col_orders)
-    assert [h[:2] for h in a.history] == [h[:2] for h in b.history]
-    assert "cluster" in [h[0] for h in a.history]
-    retained = [h[1] for h in a.history]
-    assert retained == sorted(retained)
+    a = search_on_one_and_two_threads(w, cfg, "cluster", seed=3, **only_cluster)
     before = ref_topk_objective(w, 32, 32, 2, 4, np.arange(128))
     after = ref_topk_objective(w, 32, 32, 2, 4, a.row_perm)
     assert after > before * 1.02
@@ -214,18 +221,7 @@ def test_anneal_stage_raises_topk_objective_over_clustering_and_is_thread_indepe
     w = rng.random((256, 64)) ** 3
     cfg = hinm.HiNMConfig(32, 0.5, 2, 4)
     stages = dict(ocp_fail_limit=0, refine_rounds=0, swap_rounds=0)
-    runs = []
-    for threads in (1, 2):
-        hinm.set_num_threads(threads)
-        runs.append(hinm.search_permutation(w, cfg, seed=5, anneal_moves=400, **stages))
-    hinm.set_num_threads(0)
-    a, b = runs
-    np.testing.assert_array_equal(a.row_perm, b.row_perm)
-    np.testing.assert_array_equal(a.col_orders, b.col_orders)
-    assert [h[:2] for h in a.history] == [h[:2] for h in b.history]
-    assert "anneal" in [h[0] for h in a.history]
-    retained = [h[1] for h in a.history]
-    assert retained == sorted(retained)
+    a = search_on_one_and_two_threads(w, cfg, "anneal", seed=5, anneal_moves=400, **stages)
     check_result(a, w, 32, 32, 2, 4)
     off = hinm.search_permutation(w, cfg, seed=5, anneal_moves=0, **stages)
     assert "anneal" not in [h[0] for h in off.history]
