@@ -59,7 +59,7 @@ hinm::RowsPack rows_pack(const hinm::HiNMView& w, const std::optional<A>& values
   if (vm.dtype != w.values.dtype) throw nb::type_error("pack_values: dtype differs from the weight's values");
   hinm::require(pm, "pack_indices", hinm::DType::u8);
   for (const auto* a : {&vm, &pm})
-    if (a->rows * a->cols != size || (a->rows > 1 && a->stride != a->cols) || a->rows > 1)
+    if (a->rows != 1 || a->cols != size)  // as_matrix: a 1-D array is one contiguous row
       throw nb::value_error(("rows pack: expected 1-D contiguous arrays of " + std::to_string(size) + " entries").c_str());
   return {vm.data, static_cast<const uint8_t*>(pm.data)};
 }
