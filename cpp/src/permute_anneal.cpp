@@ -148,10 +148,10 @@ struct Shared {
     std::copy(flags, flags + p.K, cur);
     ver[t] = next_ver;
   }
-  // Row r's entry for tile t, walked again when t's kept set changed since (counted in `walks`).
-  const RowTopk& tab(int64_t r, int64_t t, int64_t& walks) {
+  // Row r's entry for tile t, walked again when t's kept set changed since.
+  const RowTopk& tab(int64_t r, int64_t t) {
     const int64_t k = r * T + t;
-    if (stamp[k] != ver[t]) { table[k] = walk(r, in.data() + t * p.K); stamp[k] = ver[t]; ++walks; }
+    if (stamp[k] != ver[t]) { table[k] = walk(r, in.data() + t * p.K); stamp[k] = ver[t]; }
     return table[k];
   }
   // Canonical kept flags of column sums (the Kt largest, ties to the lower column).
@@ -241,12 +241,11 @@ class PairAnneal {
   std::vector<int32_t> idx_, outs_, ins_;
   std::vector<char> tmp_;
   std::vector<RowTopk> entries_;
-  int64_t walks_ = 0;  // rows walked (informative)
   int64_t exact_ = 0;  // exact evaluations
 
   double tile_value(int64_t t) {
     double s = 0;
-    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) s += sh_.tab(sh_.slots[q], t, walks_).sum;
+    for (int64_t q = t * p_.v; q < t * p_.v + p_.tile_rows(t); ++q) s += sh_.tab(sh_.slots[q], t).sum;
     return s;
   }
 
@@ -259,12 +258,12 @@ class PairAnneal {
     auto row_at = [&](int64_t q) { return q == out_slot ? in_row : sh_.slots[q]; };
     double s = 0;
     if (outs_.empty()) {  // a tie that select() resolved as before
-      for (int64_t q = first; q < first + nr; ++q) s += sh_.tab(row_at(q), t, walks_).sum;
+      for (int64_t q = first; q < first + nr; ++q) s += sh_.tab(row_at(q), t).sum;
       return s;
     }
     if (sh_.follows(outs_.size())) {
       entries_.resize(nr);
-      for (int64_t q = 0; q < nr; ++q) entries_[q] = sh_.tab(row_at(first + q), t, walks_);
+      for (int64_t q = 0; q < nr; ++q) entries_[q] = sh_.tab(row_at(first + q), t);
       tmp_.assign(old, old + p_.K);
       for (size_t k = 0; k < outs_.size(); ++k) {
         tmp_[outs_[k]] = 0;
@@ -277,12 +276,7 @@ class PairAnneal {
     const bool one = sh_.incremental && outs_.size() == 1;
     for (int64_t q = first; q < first + nr; ++q) {
       const int64_t r = row_at(q);
-      if (one) {
-        s += replace_one(sh_.tab(r, t, walks_), p_.row(r)[outs_[0]], p_.row(r)[ins_[0]]).sum;
-      } else {
-        s += sh_.walk(r, flags).sum;
-        ++walks_;
-      }
+      s += one ? replace_one(sh_.tab(r, t), p_.row(r)[outs_[0]], p_.row(r)[ins_[0]]).sum : sh_.walk(r, flags).sum;
     }
     return s;
   }
@@ -291,7 +285,7 @@ class PairAnneal {
     const int64_t ri = sh_.slots[sa], rj = sh_.slots[sb];
     // Gain while the kept sets stay; moves far below the threshold are not evaluated further
     // (a kept-set change rarely makes up for more than a few temperatures).
-    const double lin = sh_.tab(rj, a_, walks_).sum + sh_.tab(ri, b_, walks_).sum - sh_.tab(ri, a_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
+    const double lin = sh_.tab(rj, a_).sum + sh_.tab(ri, b_).sum - sh_.tab(ri, a_).sum - sh_.tab(rj, b_).sum;
     if (lin <= thr - 3 * temp) return false;
     const double* xi = p_.row(ri);
     const double* xj = p_.row(rj);
@@ -307,12 +301,12 @@ class PairAnneal {
     double new_a, new_b;
     if (!ch_a && !ch_b) {
       if (!(lin > thr)) return false;
-      new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
-      new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
+      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
     } else {
       ++exact_;
-      new_a = val_a_ + sh_.tab(rj, a_, walks_).sum - sh_.tab(ri, a_, walks_).sum;
-      new_b = val_b_ + sh_.tab(ri, b_, walks_).sum - sh_.tab(rj, b_, walks_).sum;
+      new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
+      new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
       if (ch_a) {
         sh_.select(sum_a_.data(), in_a_.data(), idx_);
         new_a = tile_value_with(a_, sa, rj, in_a_.data());
@@ -400,8 +394,7 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
     if (T % 2) {  // the tile left out this round keeps its value
       const int64_t t = tiles[T - 1];
       double v = 0;
-      int64_t walks = 0;
-      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q) v += sh.tab(slots[q], t, walks).sum;
+      for (int64_t q = t * p.v; q < t * p.v + p.tile_rows(t); ++q) v += sh.tab(slots[q], t).sum;
       tile_val[t] = v;
     }
     for (int64_t c : count) accepted += c;
@@ -410,9 +403,8 @@ int64_t anneal_rows(const Problem& p, std::vector<int64_t>& slots, const AnnealO
     if (total > best + tol) { best = total; best_slots = slots; }
   }
   if (tracked) *tracked = best;
-  if (best <= start + tol) { slots = std::move(best_slots); return 0; }  // best_slots is the start here
-  slots = std::move(best_slots);
-  return accepted;
+  slots = std::move(best_slots);  // the start when nothing beat it
+  return best > start + tol ? accepted : 0;
 }
 
 }  // namespace hinm::permute
