@@ -7,14 +7,21 @@ pruning keeping as many weights, the gap closed by gyro
 and the search time per layer. Also plain 2:4 on the 384x384 layers (identity / channel_swap /
 gyro) and Apex's unit-test matrix. Writes bench/results/gyro.json and gyro.png.
 
-    python bench/bench_gyro.py [--quick] [--threads N] [--budget SECONDS]
+With --official DIR (a checkout of github.com/sminy67/hinm_sp; needs `pip install lap`), every
+layer also runs the official search (permutations.py: OutPerm, vector pruning, InPerm, as
+apply_gyro_perm) on the same threads, timed and scored in the same run. Its defect is left in its
+code and corrected in the scoring only: InPerm.fit permutes the tile scores in place and
+get_inverted_nm_mask then applies the same permutation a second time, so the mask it returns keeps
+less than identity. The score used here is what its search found: the 2:4 mask of the permuted
+scores it leaves behind.
+
+    python bench/bench_gyro.py [--quick] [--threads N] [--budget SECONDS] [--official DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -47,7 +54,7 @@ def hinm_kept_count(cfg, shape) -> int:
     return shape[0] * cfg.kept_columns(shape[1]) // cfg.m * cfg.n
 
 
-def run_layer(w: np.ndarray, cfg, budget) -> dict:
+def run_layer(w: np.ndarray, cfg, budget, official=None) -> dict:
     s = np.abs(w.astype(np.float64))
     total = float(s.sum())
     ident = hinm.search_permutation(w, cfg, method="identity").retained
@@ -56,8 +63,50 @@ def run_layer(w: np.ndarray, cfg, budget) -> dict:
     gyro = hinm.search_permutation(w, cfg, method="gyro", seed=0, time_budget=budget).retained
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     unst = unstructured_retained(s, hinm_kept_count(cfg, w.shape))
-    return {"identity": ident / total, "random": rand / total, "gyro": gyro / total, "unstructured": unst / total,
-            "gap_closed": (gyro - ident) / (unst - ident), "seconds": secs, "cpu_seconds": cpu}
+    row = {"identity": ident / total, "random": rand / total, "gyro": gyro / total, "unstructured": unst / total,
+           "gap_closed": (gyro - ident) / (unst - ident), "seconds": secs, "cpu_seconds": cpu}
+    if official is not None:
+        off, off_secs = run_official(official, w, cfg)
+        row.update(official=off / total, official_gap_closed=(off - ident) / (unst - ident),
+                   official_seconds=off_secs, speedup_vs_official=off_secs / secs)
+    return row
+
+
+OFFICIAL_MODULE = Path("sparseml/src/sparseml/pytorch/sparsification/pruning/permutations.py")
+
+
+def load_official(checkout: str):
+    """The official permutations.py of a hinm_sp checkout, imported as a module."""
+    import importlib.util
+
+    path = Path(checkout) / OFFICIAL_MODULE
+    if not path.is_file():
+        raise SystemExit(f"--official: {path} does not exist (expected a checkout of sminy67/hinm_sp)")
+    spec = importlib.util.spec_from_file_location("hinm_sp_permutations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_official(perms, w: np.ndarray, cfg) -> tuple:
+    """(retained saliency, seconds) of the official gyro search on |w| with the settings of its
+    apply_gyro_perm (schedule 8,1,4,1,2,1,1, k-means, 1 and 1 OCP failures, 2 ICP failures)."""
+    import torch
+
+    torch.manual_seed(0)
+    s = torch.from_numpy(np.abs(w).astype(np.float32))
+    t0 = time.perf_counter()
+    nnz_vec = perms.get_nnz_vec(vec_sparsity=1 - cfg.vec_density, in_channels=w.shape[1], m=cfg.m)
+    ocp = perms.OutPerm(weight=s, vec_size=cfg.v, nnz_vec=nnz_vec, importance=s)
+    _, permuted, vec_mask = ocp.fit(num_exts=[8, 1, 4, 1, 2, 1, 1], use_kmeans=True, verbose=0,
+                                    multi_cnts=1, uni_cnts=1)
+    kept, _ = perms.comp_vec_spar(weight=permuted, mask=vec_mask, vec_size=cfg.v, nnz_vec=nnz_vec)
+    icp = perms.InPerm(weight=kept, tile_size=cfg.v, n=cfg.n, m=cfg.m, verbose=0)
+    icp.fit(cnts=2)
+    secs = time.perf_counter() - t0
+    tile_scores = icp.imp.double()  # the kept scores in the column order its ICP found
+    retained = float((tile_scores * perms.gen_nm_mask(icp.imp.clone(), cfg.n, cfg.m).double()).sum())
+    return retained, secs
 
 
 def apex_matrix() -> dict:
@@ -76,9 +125,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 layers (one per shape kind), fewer configs")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--budget", type=float, default=None, help="time budget per gyro search (s)")
+    ap.add_argument("--official", metavar="DIR", help="checkout of sminy67/hinm_sp: time and score its search too")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     hinm.set_num_threads(args.threads)
+    official = None
+    if args.official:
+        import torch
+
+        official = load_official(args.official)
+        torch.set_num_threads(hinm.get_num_threads())
     layers = minilm_layers()
     names = list(layers)
     if args.quick:
@@ -87,12 +143,14 @@ def main() -> None:
     rows = []
     for cfg in CONFIGS:
         for name in names:
-            r = run_layer(layers[name], cfg, args.budget)
+            r = run_layer(layers[name], cfg, args.budget, official)
             r.update(layer=name, config=str(cfg), shape=list(layers[name].shape))
             rows.append(r)
             print(f"{str(cfg):22s} {name:48s} id {r['identity']:.4f} rnd {r['random']:.4f} gyro {r['gyro']:.4f} "
                   f"unst {r['unstructured']:.4f} gap {r['gap_closed']:.3f} {r['seconds']:.2f}s "
-                  f"(cpu {r['cpu_seconds']:.2f}s)", flush=True)
+                  f"(cpu {r['cpu_seconds']:.2f}s)" + (f" | official {r['official']:.4f} gap {r['official_gap_closed']:.3f} "
+                                                        f"{r['official_seconds']:.2f}s, {r['speedup_vs_official']:.1f}x"
+                                                        if official else ""), flush=True)
     summary = {}
     print("\nconfig                  mean gap closed  min    max    mean s/layer  max s/layer  max cpu s/layer")
     for cfg in CONFIGS:
@@ -104,6 +162,17 @@ def main() -> None:
                              "max_gap_closed": float(np.max(g)), "mean_seconds": float(np.mean(t)),
                              "max_seconds": float(np.max(t)), "max_cpu_seconds": float(np.max(cpu))}
         print(f"{str(cfg):22s}  {np.mean(g):15.3f}  {np.min(g):.3f}  {np.max(g):.3f}  {np.mean(t):12.2f}  {np.max(t):10.2f}  {np.max(cpu):14.2f}")
+    if official is not None:
+        print("\nvs official: mean gap closed (official), layers where gyro keeps less, speedup (min, geomean)")
+        for cfg in CONFIGS:
+            sel = [r for r in rows if r["config"] == str(cfg)]
+            speed = [r["speedup_vs_official"] for r in sel]
+            worse = sum(r["gyro"] < r["official"] for r in sel)
+            summary[str(cfg)].update(official_mean_gap_closed=float(np.mean([r["official_gap_closed"] for r in sel])),
+                                     layers_below_official=worse, min_speedup_vs_official=float(np.min(speed)),
+                                     geomean_speedup_vs_official=float(np.exp(np.mean(np.log(speed)))))
+            print(f"{str(cfg):22s}  {summary[str(cfg)]['official_mean_gap_closed']:.3f}  {worse} of {len(sel)}  "
+                  f"{np.min(speed):.1f}x  {summary[str(cfg)]['geomean_speedup_vs_official']:.1f}x")
     # Plain 2:4 on the square layers.
     nm_rows = []
     for name in names:

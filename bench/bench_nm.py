@@ -3,14 +3,18 @@
 Prints, per shape and batch, the times of torch.matmul (F.linear), numpy.matmul and hinm.linear
 with float32 and float16 values, and with float32 values prepacked (hinm.prepack: a second copy of
 the weight in the batch-1..12 kernels' layout), and the speedup of hinm over the faster dense
-baseline measured in the same run (same thread count everywhere). Writes bench/results/bench_nm_t<threads>[_cpu].json.
+baseline (same thread count everywhere). All five are timed in interleaved rounds: the speedup is
+the median over rounds of (faster dense in that round) / (hinm in that round), so a drift of the
+machine's speed between seconds does not land on one candidate; times are medians over rounds.
+Writes bench/results/bench_nm_t<threads>[_cpu].json (with every round's times).
 
-    python bench/bench_nm.py [--quick] [--threads 2] [--pattern 2:4] [--cpu-time]
+    python bench/bench_nm.py [--quick] [--threads 2] [--pattern 2:4] [--rounds 9] [--cpu-time]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import common  # noqa: F401  (pins BLAS threads before numpy is imported)
 import numpy as np
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true", help="time with the CPU clock (use with --threads 1)")
     ap.add_argument("--pattern", default="2:4")
     ap.add_argument("--batches", type=int, nargs="*")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds per cell")
     args = ap.parse_args()
     common.setup_threads(args.threads)
     n, m = (int(s) for s in args.pattern.split(":"))
@@ -42,16 +47,17 @@ def main() -> None:
         packed = hinm.prepack(t32)
         for b in batches:
             x = rng.standard_normal((b, k), dtype=np.float32)
-            dense = common.dense_baselines(w, x)
-            best = min(dense.values())
             y = np.empty((b, r), np.float32)
-            t_f32 = common.timeit(lambda: hinm.linear(x, t32, out=y))
-            t_f16 = common.timeit(lambda: hinm.linear(x, t16, out=y))
-            t_pk = common.timeit(lambda: hinm.linear(x, packed, out=y))
-            rows.append({"shape": f"{r}x{k}", "batch": b, "torch_us": dense.get("torch", float("nan")) * 1e6,
-                         "numpy_us": dense["numpy"] * 1e6, "hinm_f32_us": t_f32 * 1e6, "hinm_f16_us": t_f16 * 1e6,
-                         "hinm_packed_us": t_pk * 1e6, "speedup_f32": best / t_f32, "speedup_f16": best / t_f16,
-                         "speedup_packed": best / t_pk})
+            fns = common.dense_candidates(w, x)
+            dense = list(fns)
+            fns.update(hinm_f32=lambda: hinm.linear(x, t32, out=y), hinm_f16=lambda: hinm.linear(x, t16, out=y),
+                       hinm_packed=lambda: hinm.linear(x, packed, out=y))
+            samples = common.timeit_rounds(fns, rounds=args.rounds)
+            row = {"shape": f"{r}x{k}", "batch": b, "rounds_us": {n_: [t * 1e6 for t in ts] for n_, ts in samples.items()}}
+            row.update({f"{name}_us": statistics.median(t) * 1e6 for name, t in samples.items()})
+            row.update({f"speedup_{name[5:]}": common.round_ratio(samples, dense, name)
+                        for name in ("hinm_f32", "hinm_f16", "hinm_packed")})
+            rows.append(row)
             print(f"  {r}x{k} batch {b} done", flush=True)
     common.print_table(rows, ["shape", "batch", "torch_us", "numpy_us", "hinm_f32_us", "hinm_f16_us", "hinm_packed_us",
                               "speedup_f32", "speedup_f16", "speedup_packed"],

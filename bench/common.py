@@ -61,11 +61,7 @@ def timeit(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, min_time
     their workers spinning for up to ~0.1 s after its last call, and those spinners take the cores
     from whatever is timed next (a 2-thread 50 us product measured 2x slower right after numpy)."""
     time.sleep(IDLE_PAUSE_S)
-    for _ in range(warmup):
-        fn()
-    t0 = _clock()
-    fn()
-    once = max(_clock() - t0, 1e-7)
+    once = _first_call_seconds(fn, warmup)
     inner = max(1, int(min_time / once))
     if once > 0.2:  # slow calls (big scipy/dense baselines): fewer repeats keep runs short
         repeats = min(repeats, 3)
@@ -76,6 +72,44 @@ def timeit(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, min_time
             fn()
         samples.append((_clock() - t0) / inner)
     return statistics.median(samples)
+
+
+def _first_call_seconds(fn: Callable[[], object], warmup: int = 2) -> float:
+    """Seconds of one call of fn after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    t0 = _clock()
+    fn()
+    return max(_clock() - t0, 1e-7)
+
+
+def timeit_rounds(fns: Dict[str, Callable[[], object]], rounds: int = 9, warmup: int = 2,
+                  min_time: float = 0.02) -> Dict[str, List[float]]:
+    """Seconds per call of every candidate in interleaved rounds: each round times every candidate
+    once (after the idle pause, as timeit), so a drift of the machine's speed between seconds hits
+    all candidates alike. Returns the per-round samples; compare candidates round by round
+    (round_ratio) rather than through medians taken at different moments."""
+    inner = {}
+    for name, fn in fns.items():
+        time.sleep(IDLE_PAUSE_S)
+        inner[name] = max(1, int(min_time / _first_call_seconds(fn)))
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(IDLE_PAUSE_S)
+            for _ in range(warmup):  # caches and thread pool back after the pause
+                fn()
+            t0 = _clock()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((_clock() - t0) / inner[name])
+    return samples
+
+
+def round_ratio(samples: Dict[str, List[float]], baselines: Sequence[str], name: str) -> float:
+    """Median over rounds of (fastest baseline in that round) / (name in that round)."""
+    per_round = [min(samples[b][i] for b in baselines) / t for i, t in enumerate(samples[name])]
+    return statistics.median(per_round)
 
 
 def print_table(rows: Sequence[Dict[str, object]], columns: Sequence[str], title: str = "") -> str:
@@ -167,21 +201,27 @@ def plot_lines(path: Path, series: Dict[str, Sequence[tuple]], xlabel: str, ylab
     return path
 
 
-def dense_baselines(w: np.ndarray, x: np.ndarray) -> Dict[str, float]:
-    """Median seconds of y = x @ wᵀ with torch.matmul (pre-transposed view, as F.linear) and
-    numpy.matmul, both float32 on the same threads."""
-    out: Dict[str, float] = {}
+def dense_candidates(w: np.ndarray, x: np.ndarray) -> Dict[str, Callable[[], object]]:
+    """y = x @ wᵀ with torch.matmul (pre-transposed view, as F.linear) and numpy.matmul, float32."""
     wt_np = np.ascontiguousarray(w.T)
-    out["numpy"] = timeit(lambda: np.matmul(x, wt_np))
+    fns: Dict[str, Callable[[], object]] = {"numpy": lambda: np.matmul(x, wt_np)}
     try:
         import torch
-
-        tw, tx = torch.from_numpy(w), torch.from_numpy(x)
-        with torch.inference_mode():
-            out["torch"] = timeit(lambda: torch.nn.functional.linear(tx, tw))
     except ImportError:
-        pass
-    return out
+        return fns
+    tw, tx = torch.from_numpy(w), torch.from_numpy(x)
+
+    def torch_linear() -> object:
+        with torch.inference_mode():
+            return torch.nn.functional.linear(tx, tw)
+
+    fns["torch"] = torch_linear
+    return fns
+
+
+def dense_baselines(w: np.ndarray, x: np.ndarray) -> Dict[str, float]:
+    """Median seconds of every dense candidate (dense_candidates) on the same threads."""
+    return {name: timeit(fn) for name, fn in dense_candidates(w, x).items()}
 
 
 def ratio_columns(row: Dict[str, object], base: float, sparse: Dict[str, float]) -> None:
