@@ -38,12 +38,31 @@ struct Lsap {
       double lowest = kInf;
       sr[i] = 1;
       const double* ci = c.data() + i * nc;
+      const double ui = u[i];
+      // Relaxation, branch-free, with the minimum in four independent lanes (min is exact in
+      // any order); then the pick scipy's sequential scan makes: among the columns at the
+      // minimum, the last free one in scan order, else the first one.
+      double lo[4] = {kInf, kInf, kInf, kInf};
       for (int64_t it = 0; it < num_remaining; ++it) {
         const int64_t j = remaining[it];
-        const double r = min_val + ci[j] - u[i] - v[j];
-        if (r < spc[j]) { path[j] = i; spc[j] = r; }
-        if (spc[j] < lowest || (spc[j] == lowest && row4col[j] == -1)) { lowest = spc[j]; index = it; }
+        const double r = min_val + ci[j] - ui - v[j];
+        const double s = spc[j];
+        const bool closer = r < s;
+        path[j] = closer ? i : path[j];
+        const double d = closer ? r : s;
+        spc[j] = d;
+        lo[it & 3] = std::min(lo[it & 3], d);
       }
+      lowest = std::min(std::min(lo[0], lo[1]), std::min(lo[2], lo[3]));
+      int64_t first = -1;
+      for (int64_t it = 0; it < num_remaining; ++it) {
+        const int64_t j = remaining[it];
+        if (spc[j] == lowest) {
+          if (first < 0) first = it;
+          if (row4col[j] == -1) index = it;
+        }
+      }
+      if (index < 0) index = first;
       min_val = lowest;
       if (min_val == kInf) return -1;
       const int64_t j = remaining[index];
@@ -124,16 +143,33 @@ std::vector<int32_t> capacitated_assignment(const double* cost, int64_t rows, in
   std::vector<double> w(bins * bins, kInf), pot(bins, 0), dist(bins);
   std::vector<int64_t> arg(bins * bins, -1), pred(bins);
   std::vector<char> done(bins);
-  auto refresh = [&](int64_t a) {
-    for (int64_t b = 0; b < bins; ++b) { w[a * bins + b] = kInf; arg[a * bins + b] = -1; }
+  // w / arg of bin a: the first member (in member order) at the minimum, kept up to date as
+  // members come and go: an arrival can only lower a minimum (strictly, so an earlier member
+  // keeps a tie); a departure rescans the entries it held.
+  auto rescan = [&](int64_t a, int64_t b) {
+    double best = kInf;
+    int64_t at = -1;
     for (int64_t r : members[a]) {
-      const double* cr = cost + r * bins;
-      for (int64_t b = 0; b < bins; ++b) {
-        if (b == a) continue;
-        const double d = cr[b] - cr[a];
-        if (d < w[a * bins + b]) { w[a * bins + b] = d; arg[a * bins + b] = r; }
-      }
+      const double d = cost[r * bins + b] - cost[r * bins + a];
+      if (d < best) { best = d; at = r; }
     }
+    w[a * bins + b] = best;
+    arg[a * bins + b] = at;
+  };
+  auto arrive = [&](int64_t a, int64_t r) {
+    members[a].push_back(r);
+    const double* cr = cost + r * bins;
+    for (int64_t b = 0; b < bins; ++b) {
+      if (b == a) continue;
+      const double d = cr[b] - cr[a];
+      if (d < w[a * bins + b]) { w[a * bins + b] = d; arg[a * bins + b] = r; }
+    }
+  };
+  auto depart = [&](int64_t a, int64_t r) {
+    auto& ma = members[a];
+    ma.erase(std::find(ma.begin(), ma.end(), r));
+    for (int64_t b = 0; b < bins; ++b)
+      if (arg[a * bins + b] == r) rescan(a, b);
   };
   for (int64_t i0 = 0; i0 < rows; ++i0) {
     const double* ci = cost + i0 * bins;
@@ -164,20 +200,16 @@ std::vector<int32_t> capacitated_assignment(const double* cost, int64_t rows, in
     }
     for (int64_t b = 0; b < bins; ++b) pot[b] += dist[b];
     // Walk the path back: each bin on it passes one member to the next bin.
-    std::vector<int64_t> touched;
     int64_t b = sink;
     while (true) {
-      touched.push_back(b);
       const int64_t a = pred[b];
-      if (a < 0) { members[b].push_back(i0); bin_of[i0] = int32_t(b); break; }
+      if (a < 0) { arrive(b, i0); bin_of[i0] = int32_t(b); break; }
       const int64_t r = arg[a * bins + b];
-      auto& ma = members[a];
-      ma.erase(std::find(ma.begin(), ma.end(), r));
-      members[b].push_back(r);
+      depart(a, r);
+      arrive(b, r);
       bin_of[r] = int32_t(b);
       b = a;
     }
-    for (int64_t t : touched) refresh(t);
   }
   return bin_of;
 }

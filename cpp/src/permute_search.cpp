@@ -287,14 +287,17 @@ struct Search {
   }
 
   // The clustering objective of a row partition: per tile and row, the Kt*n/m largest scores
-  // among the tile's kept columns (what the best column order could keep). Fills kept[t].
-  double topk_objective(const std::vector<int64_t>& slots, std::vector<std::vector<int32_t>>& kept) const {
+  // among the tile's kept columns (what the best column order could keep). Fills kept[t] and
+  // val[t] of every tile, or of the tiles marked in `only` (the others keep theirs).
+  double topk_objective(const std::vector<int64_t>& slots, std::vector<std::vector<int32_t>>& kept,
+                        std::vector<double>& val, const std::vector<char>* only = nullptr) const {
     const int64_t T = p.tiles(), keep = p.Kt / p.m * p.n;
-    std::vector<double> val(T, 0.0);
+    val.resize(T, 0.0);
     kept.resize(T);
     parallel_for(T, 1, [&](int64_t a, int64_t b) {
       std::vector<double> buf(p.Kt);
       for (int64_t t = a; t < b; ++t) {
+        if (only && !(*only)[t]) continue;
         const int64_t* rows = slots.data() + t * p.v;
         kept[t] = permute::kept_columns(p, rows, p.tile_rows(t));
         double s = 0;
@@ -308,43 +311,79 @@ struct Search {
     return total;
   }
 
+  // out[k] = -(row's top-k within the kept set of the k-th of `nt` tiles) for nt tiles at once:
+  // one walk down the row's ranked scores (idx / val), each tile adding the scores it keeps
+  // (flag[c * nt + k] = 1) until it has `keep` of them. The sums are those of a walk per tile (a
+  // skipped score adds an exact 0) and the inner loop over tiles vectorises.
+  static void topk_tiles(const int32_t* idx, const double* val, int64_t K, const double* flag, int64_t nt,
+                         int64_t keep, double* __restrict sum, double* __restrict left, double* out) {
+    std::fill(sum, sum + nt, 0.0);
+    std::fill(left, left + nt, double(keep));  // scores still to take (integers; min keeps it branch-free)
+    for (int64_t j = 0; j < K;) {
+      for (const int64_t stop = std::min<int64_t>(K, j + 8); j < stop; ++j) {
+        const double x = val[j];
+        const double* __restrict f = flag + int64_t(idx[j]) * nt;
+        for (int64_t k = 0; k < nt; ++k) {
+          const double use = std::min(f[k], left[k]);
+          sum[k] += x * use;
+          left[k] -= use;
+        }
+      }
+      double most = 0;
+      for (int64_t k = 0; k < nt; ++k) most = std::max(most, left[k]);
+      if (most == 0) break;
+    }
+    for (int64_t k = 0; k < nt; ++k) out[k] = -sum[k];
+  }
+
   // Lloyd-style clustering of rows into tiles on the top-k objective: with every tile's kept set
   // fixed, a capacitated assignment gives each row the tile where its top-k is largest; the kept
-  // sets then follow the new rows. Repeats while the objective grows.
+  // sets then follow the new rows. Repeats while the objective grows. Only the tiles whose rows
+  // (objective) or kept set (costs) changed are computed again.
   void cluster(State& st) {
     const int64_t T = p.tiles(), keep = p.Kt / p.m * p.n;
     if (T < 2 || opt.cluster_rounds <= 0) return;
     std::vector<std::vector<int32_t>> kept, next_kept;
-    double current = topk_objective(st.slots, kept);
+    std::vector<double> val, next_val;
+    double current = topk_objective(st.slots, kept, val);
     std::vector<int64_t> cap(T);
     for (int64_t t = 0; t < T; ++t) cap[t] = p.tile_rows(t);
     std::vector<double> cost(p.R * T);
     const std::vector<int32_t> ranked = permute::ranked_columns(p);
-    std::vector<char> in_kept(T * p.K);
+    std::vector<double> ranked_val(p.R * p.K);
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t j = 0; j < p.K; ++j) ranked_val[r * p.K + j] = p.row(r)[ranked[r * p.K + j]];
+    std::vector<char> stale(T, 1);  // tiles whose cost column is out of date
+    std::vector<int64_t> stale_tiles;
+    std::vector<double> flag;  // [column, stale tile]: 1 when that tile keeps the column
     int accepted = 0;
     for (int round = 0; round < opt.cluster_rounds && !dl.expired(); ++round) {
-      std::fill(in_kept.begin(), in_kept.end(), 0);
-      for (int64_t t = 0; t < T; ++t) for (int32_t c : kept[t]) in_kept[t * p.K + c] = 1;
-      parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
-        for (int64_t r = a; r < b; ++r) {
-          const double* x = p.row(r);
-          const int32_t* idx = ranked.data() + r * p.K;
-          for (int64_t t = 0; t < T; ++t) {
-            const char* in = in_kept.data() + t * p.K;
-            double s = 0;
-            for (int64_t j = 0, taken = 0; taken < keep; ++j)
-              if (in[idx[j]]) { s += x[idx[j]]; ++taken; }
-            cost[r * T + t] = -s;
+      stale_tiles.clear();
+      for (int64_t t = 0; t < T; ++t) if (stale[t]) stale_tiles.push_back(t);
+      const int64_t nt = int64_t(stale_tiles.size());
+      if (nt) {
+        flag.assign(p.K * nt, 0.0);
+        for (int64_t k = 0; k < nt; ++k) for (int32_t c : kept[stale_tiles[k]]) flag[c * nt + k] = 1.0;
+        parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+          std::vector<double> sum(nt), taken(nt), out(nt);
+          for (int64_t r = a; r < b; ++r) {
+            topk_tiles(ranked.data() + r * p.K, ranked_val.data() + r * p.K, p.K, flag.data(), nt, keep, sum.data(),
+                       taken.data(), out.data());
+            for (int64_t k = 0; k < nt; ++k) cost[r * T + stale_tiles[k]] = out[k];
           }
-        }
-      });
+        });
+      }
       const auto bin = capacitated_assignment(cost.data(), p.R, T, cap);
       std::vector<char> changed;
       std::vector<int64_t> next = apply_bins(st.slots, bin, changed);
-      const double value = topk_objective(next, next_kept);
+      next_kept = kept;
+      next_val = val;
+      const double value = topk_objective(next, next_kept, next_val, &changed);
       if (!(value > current + eps(current))) break;
       st.slots = std::move(next);
+      for (int64_t t = 0; t < T; ++t) stale[t] = next_kept[t] != kept[t];
       kept.swap(next_kept);
+      val.swap(next_val);
       const double gain = value - current;
       current = value;
       ++accepted;

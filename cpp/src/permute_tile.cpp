@@ -108,6 +108,24 @@ double TileIcp::group_value(int64_t g) const {
 
 void TileIcp::refresh_group(int64_t g) {
   gval_[g] = group_value(g);
+  if (m_ == 4 && n_ == 2) {  // 2:4: the 2nd largest and the top-2 sum of the other three, no selection
+    const double* c[4] = {col(pos_[g * m_]), col(pos_[g * m_ + 1]), col(pos_[g * m_ + 2]), col(pos_[g * m_ + 3])};
+    for (int j = 0; j < 4; ++j) {
+      const double* a = c[j == 0 ? 1 : 0];
+      const double* b = c[j <= 1 ? 2 : 1];
+      const double* d = c[j <= 2 ? 3 : 2];
+      double* t = thr_.data() + (g * m_ + j) * nr_;
+      double base = 0;
+      for (int64_t i = 0; i < nr_; ++i) {
+        const double hi = std::max(std::max(a[i], b[i]), d[i]);
+        const double mid = std::max(std::min(a[i], b[i]), std::min(std::max(a[i], b[i]), d[i]));  // median
+        t[i] = mid;
+        base += hi + mid;
+      }
+      base_[g * m_ + j] = base;
+    }
+    return;
+  }
   double others[256];
   for (int j = 0; j < m_; ++j) {
     const int64_t q = g * m_ + j;
@@ -127,14 +145,6 @@ void TileIcp::refresh_group(int64_t g) {
   }
 }
 
-double TileIcp::gain_in(int64_t q, int32_t local) const {
-  const double* t = thr_.data() + q * nr_;
-  const double* x = col(local);
-  double s = 0;
-  for (int64_t i = 0; i < nr_; ++i) s += std::max(0.0, x[i] - t[i]);
-  return base_[q] + s;
-}
-
 double TileIcp::value() const {
   double s = 0;
   for (double g : gval_) s += g;
@@ -147,16 +157,40 @@ std::vector<int32_t> TileIcp::order() const {
   return out;
 }
 
+// gains[g * G + h] = gain_in(sample[g], pos_[sample[h]]), the same sums in the same order (row
+// by row), laid out so the innermost loop runs over g and vectorises.
+void TileIcp::sample_gains(const std::vector<int64_t>& sample, std::vector<double>& thr_t, std::vector<double>& acc,
+                           std::vector<double>& gains) const {
+  const int64_t G = int64_t(sample.size());
+  thr_t.resize(nr_ * G);
+  acc.resize(G);
+  for (int64_t g = 0; g < G; ++g) {
+    const double* t = thr_.data() + sample[g] * nr_;
+    for (int64_t i = 0; i < nr_; ++i) thr_t[i * G + g] = t[i];
+  }
+  for (int64_t h = 0; h < G; ++h) {
+    const double* x = col(pos_[sample[h]]);
+    std::fill(acc.begin(), acc.end(), 0.0);
+    double* a = acc.data();
+    for (int64_t i = 0; i < nr_; ++i) {
+      const double xi = x[i];
+      const double* t = thr_t.data() + i * G;
+      for (int64_t g = 0; g < G; ++g) a[g] += std::max(0.0, xi - t[g]);
+    }
+    for (int64_t g = 0; g < G; ++g) gains[g * G + h] = base_[sample[g]] + a[g];
+  }
+}
+
 int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl) {
   if (groups_ < 2) return 0;
   int fails = 0, accepted = 0;
-  std::vector<double> cost(groups_ * groups_);
+  std::vector<double> cost(groups_ * groups_), thr_t, acc;
   std::vector<int64_t> sample(groups_);
   for (uint64_t step = 0; fails < fail_limit && !dl.expired(); ++step) {
     SplitMix64 rng = SplitMix64::stream(seed, 0x1c9, step);
     for (int64_t g = 0; g < groups_; ++g) sample[g] = g * m_ + rng.below(m_);
-    for (int64_t g = 0; g < groups_; ++g)
-      for (int64_t h = 0; h < groups_; ++h) cost[g * groups_ + h] = -gain_in(sample[g], pos_[sample[h]]);
+    sample_gains(sample, thr_t, acc, cost);
+    for (double& c : cost) c = -c;
     const auto asg = linear_assignment(cost.data(), groups_, groups_);
     double now = 0, before = value();
     for (int64_t g = 0; g < groups_; ++g) now -= cost[g * groups_ + asg[g]];
@@ -164,7 +198,8 @@ int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl)
       std::vector<int32_t> moved(groups_);
       for (int64_t g = 0; g < groups_; ++g) moved[g] = pos_[sample[asg[g]]];
       for (int64_t g = 0; g < groups_; ++g) pos_[sample[g]] = moved[g];
-      for (int64_t g = 0; g < groups_; ++g) refresh_group(g);
+      for (int64_t g = 0; g < groups_; ++g)
+        if (asg[g] != g) refresh_group(g);  // the others hold the same columns: nothing to redo
       ++accepted;
     } else {
       ++fails;
@@ -177,11 +212,24 @@ int TileIcp::swap_stage(const Deadline& dl, int max_rounds) {
   if (groups_ < 2 || kt_ > 2048) return 0;
   // table[q * kt + c] = sum_r max(0, x_c - thr_q): value of q's group with local column c at q.
   std::vector<double> table(kt_ * kt_);
+  // Row q of the table: gain_in(q, c) for every c, the same sums in the same order, with the
+  // innermost loop over c (vectorises) on the row-major copy xt.
+  std::vector<double> xt(nr_ * kt_);
+  for (int64_t c = 0; c < kt_; ++c)
+    for (int64_t i = 0; i < nr_; ++i) xt[i * kt_ + c] = x_[c * nr_ + i];
   auto fill_rows = [&](const std::vector<int64_t>& qs) {
     parallel_for(int64_t(qs.size()), 1, [&](int64_t a, int64_t b) {
       for (int64_t k = a; k < b; ++k) {
         const int64_t q = qs[k];
-        for (int64_t c = 0; c < kt_; ++c) table[q * kt_ + c] = gain_in(q, int32_t(c));
+        double* row = table.data() + q * kt_;
+        const double* t = thr_.data() + q * nr_;
+        std::fill(row, row + kt_, 0.0);
+        for (int64_t i = 0; i < nr_; ++i) {
+          const double ti = t[i];
+          const double* x = xt.data() + i * kt_;
+          for (int64_t c = 0; c < kt_; ++c) row[c] += std::max(0.0, x[c] - ti);
+        }
+        for (int64_t c = 0; c < kt_; ++c) row[c] = base_[q] + row[c];
       }
     });
   };

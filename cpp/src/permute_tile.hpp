@@ -79,7 +79,9 @@ class TileIcp {
   const double* col(int32_t local) const { return x_.data() + int64_t(local) * nr_; }
   double group_value(int64_t g) const;
   void refresh_group(int64_t g);  // gval_, thr_, base_ of group g's positions
-  double gain_in(int64_t q, int32_t local) const;  // base[q] + sum max(0, x - thr[q])
+  // gains[g*G + h] = base[q_g] + sum_r max(0, x_r - thr[q_g][r]) for the column at q_h, q = sample.
+  void sample_gains(const std::vector<int64_t>& sample, std::vector<double>& thr_t, std::vector<double>& acc,
+                    std::vector<double>& gains) const;
 };
 
 }  // namespace hinm::permute
