@@ -42,17 +42,30 @@ struct Lsap {
       // Relaxation, branch-free, with the minimum in four independent lanes (min is exact in
       // any order); then the pick scipy's sequential scan makes: among the columns at the
       // minimum, the last free one in scan order, else the first one.
-      double lo[4] = {kInf, kInf, kInf, kInf};
-      for (int64_t it = 0; it < num_remaining; ++it) {
-        const int64_t j = remaining[it];
-        const double r = min_val + ci[j] - ui - v[j];
-        const double s = spc[j];
+      double lo0 = kInf, lo1 = kInf, lo2 = kInf, lo3 = kInf;
+      const int64_t* rem = remaining.data();
+      double* sp = spc.data();
+      int64_t* pa = path.data();
+      const double* vv = v.data();
+      auto relax = [&](int64_t it) {
+        const int64_t j = rem[it];
+        const double r = min_val + ci[j] - ui - vv[j];
+        const double s = sp[j];
         const bool closer = r < s;
-        path[j] = closer ? i : path[j];
+        pa[j] = closer ? i : pa[j];
         const double d = closer ? r : s;
-        spc[j] = d;
-        lo[it & 3] = std::min(lo[it & 3], d);
+        sp[j] = d;
+        return d;
+      };
+      int64_t it = 0;
+      for (; it + 4 <= num_remaining; it += 4) {
+        lo0 = std::min(lo0, relax(it));
+        lo1 = std::min(lo1, relax(it + 1));
+        lo2 = std::min(lo2, relax(it + 2));
+        lo3 = std::min(lo3, relax(it + 3));
       }
+      for (; it < num_remaining; ++it) lo0 = std::min(lo0, relax(it));
+      double lo[4] = {lo0, lo1, lo2, lo3};
       lowest = std::min(std::min(lo[0], lo[1]), std::min(lo[2], lo[3]));
       int64_t first = -1;
       for (int64_t it = 0; it < num_remaining; ++it) {
@@ -96,7 +109,7 @@ struct Lsap {
 
 }  // namespace
 
-std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t cols, bool maximize) {
+std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t cols, bool maximize, bool reduced_start) {
   if (rows < 0 || cols < 0) throw std::invalid_argument("linear_assignment: negative shape");
   std::vector<int64_t> out(rows, -1);
   if (rows == 0 || cols == 0) return out;
@@ -117,6 +130,22 @@ std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t
   for (double x : c) if (x < lo) lo = x;
   if (std::isfinite(lo)) for (double& x : c) x -= lo;
   Lsap lsap(c, nr, nc);
+  if (reduced_start) {
+    // Column then row reduction: feasible starting duals for the augmenting paths. When every
+    // row prefers the same few columns (the permutation search's cost matrices), the paths from
+    // zero duals run through most rows; from these they stay short. Column duals only for square
+    // problems: with columns left free, every free column must start at the same dual.
+    for (int64_t j = 0; j < nc && nr == nc; ++j) {
+      double lo = kInf;
+      for (int64_t i = 0; i < nr; ++i) lo = std::min(lo, c[i * nc + j]);
+      lsap.v[j] = std::isfinite(lo) ? lo : 0;
+    }
+    for (int64_t i = 0; i < nr; ++i) {
+      double lo = kInf;
+      for (int64_t j = 0; j < nc; ++j) lo = std::min(lo, c[i * nc + j] - lsap.v[j]);
+      lsap.u[i] = std::isfinite(lo) ? lo : 0;
+    }
+  }
   lsap.solve();
   if (!transpose) {
     for (int64_t i = 0; i < nr; ++i) out[i] = lsap.col4row[i];

@@ -199,7 +199,7 @@ struct Search {
           cost[i * T + j] = pruned(sum);
         }
     });
-    const auto asg = linear_assignment(cost.data(), T, T);
+    const auto asg = linear_assignment(cost.data(), T, T, false, true);
     if (opt.ocp_vector_objective) {
       // The assigned costs add up to the vector-pruning cost of the new state: the official test.
       double after = 0;

@@ -191,7 +191,7 @@ int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl)
     for (int64_t g = 0; g < groups_; ++g) sample[g] = g * m_ + rng.below(m_);
     sample_gains(sample, thr_t, acc, cost);
     for (double& c : cost) c = -c;
-    const auto asg = linear_assignment(cost.data(), groups_, groups_);
+    const auto asg = linear_assignment(cost.data(), groups_, groups_, false, true);
     double now = 0, before = value();
     for (int64_t g = 0; g < groups_; ++g) now -= cost[g * groups_ + asg[g]];
     if (now > before + 1e-12 * std::max(1.0, std::fabs(before))) {
