@@ -32,12 +32,44 @@ TEST(linear_assignment_matches_brute_force) {
     for (int rep = 0; rep < 5; ++rep) {
       std::vector<double> c(n * n);
       for (auto& x : c) x = double(rng() % 5);  // many ties
-      auto col = linear_assignment(c.data(), n, n);
-      double s = 0;
-      std::vector<int> seen(n, 0);
-      for (int i = 0; i < n; ++i) { s += c[i * n + col[i]]; seen[col[i]]++; }
-      CHECK(std::all_of(seen.begin(), seen.end(), [](int k) { return k == 1; }));
-      CHECK(std::fabs(s - brute_force_min(c, n)) < 1e-9);
+      for (bool reduced : {false, true}) {
+        auto col = linear_assignment(c.data(), n, n, false, reduced);
+        double s = 0;
+        std::vector<int> seen(n, 0);
+        for (int i = 0; i < n; ++i) { s += c[i * n + col[i]]; seen[col[i]]++; }
+        CHECK(std::all_of(seen.begin(), seen.end(), [](int k) { return k == 1; }));
+        CHECK(std::fabs(s - brute_force_min(c, n)) < 1e-9);
+      }
+    }
+}
+
+// The reduced-dual start reaches the same optimum on larger, rectangular and tied problems.
+TEST(linear_assignment_reduced_start_same_optimum) {
+  std::mt19937 rng(11);
+  for (auto [r, c] : {std::pair{40, 40}, std::pair{30, 45}, std::pair{45, 30}, std::pair{64, 64}})
+    for (int rep = 0; rep < 4; ++rep) {
+      std::vector<double> cost(r * c);
+      // rep 0/1: rank-one-like costs (every row prefers the same columns) + noise; 2/3: integer ties
+      std::vector<double> a(r), b(c);
+      for (auto& x : a) x = std::uniform_real_distribution<double>(0, 10)(rng);
+      for (auto& x : b) x = std::uniform_real_distribution<double>(0, 10)(rng);
+      for (int i = 0; i < r; ++i)
+        for (int j = 0; j < c; ++j)
+          cost[i * c + j] = rep < 2 ? -a[i] * b[j] + std::uniform_real_distribution<double>(0, 1)(rng) : double(rng() % 4);
+      for (bool maximize : {false, true}) {
+        auto total = [&](const std::vector<int64_t>& col) {
+          double s = 0;
+          std::vector<int> seen(c, 0);
+          for (int i = 0; i < r; ++i)
+            if (col[i] >= 0) { s += cost[i * c + col[i]]; seen[col[i]]++; }
+          CHECK(std::all_of(seen.begin(), seen.end(), [](int k) { return k <= 1; }));
+          CHECK(std::count(col.begin(), col.end(), int64_t(-1)) == std::max(0, r - c));
+          return s;
+        };
+        const double plain = total(linear_assignment(cost.data(), r, c, maximize));
+        const double reduced = total(linear_assignment(cost.data(), r, c, maximize, true));
+        CHECK(std::fabs(plain - reduced) < 1e-9 * std::max(1.0, std::fabs(plain)));
+      }
     }
 }
 
@@ -61,6 +93,28 @@ TEST(capacitated_assignment_equals_expanded_assignment) {
   for (int r = 0; r < rows; ++r) s2 += expanded[r * rows + col[r]];
   CHECK(std::fabs(s - s2) < 1e-9);
   CHECK_THROWS(capacitated_assignment(c.data(), rows, bins, {5, 5, 5}), std::invalid_argument);
+}
+
+// Larger, with ties (integer costs): members move along many augmenting paths.
+TEST(capacitated_assignment_optimal_with_ties) {
+  std::mt19937 rng(9);
+  const int rows = 48, bins = 6;
+  const std::vector<int64_t> cap{10, 8, 8, 8, 8, 6};
+  std::vector<double> c(rows * bins);
+  for (auto& x : c) x = double(rng() % 5);
+  auto bin = capacitated_assignment(c.data(), rows, bins, cap);
+  std::vector<int64_t> count(bins, 0);
+  double s = 0;
+  for (int r = 0; r < rows; ++r) { count[bin[r]]++; s += c[r * bins + bin[r]]; }
+  CHECK(count == cap);
+  std::vector<double> expanded(rows * rows);
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0, col = 0; b < bins; ++b)
+      for (int k = 0; k < cap[b]; ++k, ++col) expanded[r * rows + col] = c[r * bins + b];
+  auto col = linear_assignment(expanded.data(), rows, rows);
+  double s2 = 0;
+  for (int r = 0; r < rows; ++r) s2 += expanded[r * rows + col[r]];
+  CHECK(std::fabs(s - s2) < 1e-9);
 }
 
 TEST(balanced_kmeans_gives_equal_clusters) {
