@@ -145,14 +145,58 @@ struct Search {
   double eps(double total) const { return 1e-12 * std::max(1.0, std::fabs(total)); }
 
   // Vector-pruning cost of a tile whose column sums are `sum`: what the top-Kt columns leave out.
-  double pruned(std::vector<double>& sum) const {
-    double all = 0;
-    for (double x : sum) all += x;
-    if (p.Kt < p.K) std::nth_element(sum.begin(), sum.begin() + p.Kt, sum.end(), std::greater<double>());
-    double kept = 0;
-    for (int64_t c = 0; c < p.Kt; ++c) kept += sum[c];
-    return all - kept;
-  }
+  // The OCP asks it for T^2 similar vectors per step (one tile's remaining rows plus each
+  // cluster), so a band of values around the last boundary usually holds the Kt-th largest:
+  // the columns above the band count whole and only the band is selected. Exact up to the order
+  // of the additions; deterministic for a sequence of calls.
+  class PrunedCost {
+   public:
+    PrunedCost(int64_t K, int64_t Kt) : K_(K), Kt_(Kt), band_(K) {}
+
+    double operator()(std::vector<double>& sum) {
+      double all = 0;
+      for (double x : sum) all += x;
+      if (Kt_ >= K_) return all - all;
+      if (have_band_) {
+        double above = 0;
+        int64_t n_above = 0, n_band = 0;
+        for (int64_t c = 0; c < K_; ++c) {
+          const double x = sum[c];
+          const bool up = x > hi_, in = !up && x >= lo_;
+          above += up ? x : 0.0;
+          n_above += up;
+          band_[n_band] = x;
+          n_band += in;
+        }
+        const int64_t need = Kt_ - n_above;
+        if (need >= 0 && need <= n_band) {
+          std::nth_element(band_.begin(), band_.begin() + need, band_.begin() + n_band, std::greater<double>());
+          double kept = above;
+          for (int64_t k = 0; k < need; ++k) kept += band_[k];
+          return all - kept;
+        }
+      }
+      // Full selection; the next band spans the values ranked Kt - w .. Kt + w here.
+      std::copy(sum.begin(), sum.end(), band_.begin());
+      std::nth_element(band_.begin(), band_.begin() + Kt_, band_.end(), std::greater<double>());
+      double kept = 0;
+      for (int64_t c = 0; c < Kt_; ++c) kept += band_[c];
+      const int64_t w = std::max<int64_t>(4, K_ / 12);
+      const int64_t up = std::max<int64_t>(0, Kt_ - w), down = std::min<int64_t>(K_ - 1, Kt_ + w);
+      std::nth_element(band_.begin(), band_.begin() + up, band_.begin() + Kt_, std::greater<double>());
+      hi_ = band_[up];
+      std::nth_element(band_.begin() + Kt_, band_.begin() + down, band_.end(), std::greater<double>());
+      lo_ = band_[down];
+      have_band_ = true;
+      return all - kept;
+    }
+
+   private:
+    int64_t K_, Kt_;
+    std::vector<double> band_;
+    bool have_band_ = false;
+    double lo_ = 0, hi_ = 0;  // band [lo_, hi_]: columns above hi_ are kept, below lo_ dropped
+  };
 
   // One OCP step with ne sampled rows per tile: clusters of sampled rows are reassigned to tiles
   // by a T x T assignment at minimum vector-pruning cost; accepted if the retained saliency grows.
@@ -193,11 +237,13 @@ struct Search {
     });
     parallel_for(T, 1, [&](int64_t a, int64_t b) {
       std::vector<double> sum(p.K);
-      for (int64_t i = a; i < b; ++i)
+      for (int64_t i = a; i < b; ++i) {
+        PrunedCost pruned(p.K, p.Kt);  // per cost row: the same results for any thread count
         for (int64_t j = 0; j < T; ++j) {
           for (int64_t c = 0; c < p.K; ++c) sum[c] = rem[i * p.K + c] + ext[j * p.K + c];
           cost[i * T + j] = pruned(sum);
         }
+      }
     });
     const auto asg = linear_assignment(cost.data(), T, T, false, true);
     if (opt.ocp_vector_objective) {
@@ -238,9 +284,7 @@ struct Search {
         const int64_t* rows = tile_ptr(p, st, t);
         for (int64_t i = 0; i < p.tile_rows(t); ++i)
           for (int64_t c = 0; c < p.K; ++c) sum[c] += p.row(rows[i])[c];
-        double all = 0;
-        for (double x : sum) all += x;
-        v[t] = pruned(sum);
+        v[t] = PrunedCost(p.K, p.Kt)(sum);
       }
     });
     double total = 0;

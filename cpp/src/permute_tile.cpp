@@ -89,7 +89,7 @@ double tile_retained(const Problem& p, const int64_t* rows, int64_t nr, const in
 
 TileIcp::TileIcp(const Problem& p, const int64_t* rows, int64_t nr, const std::vector<int32_t>& order)
     : nr_(nr), kt_(p.Kt), n_(p.n), m_(p.m), groups_(p.Kt / p.m), cols_(order), x_(p.Kt * nr), pos_(p.Kt),
-      gval_(p.Kt / p.m), thr_(p.Kt * nr), base_(p.Kt) {
+      gval_(p.Kt / p.m), thr_(p.Kt * nr), base_(p.Kt), stale_(p.Kt / p.m, 1) {
   for (int64_t j = 0; j < kt_; ++j) {
     pos_[j] = int32_t(j);
     for (int64_t i = 0; i < nr_; ++i) x_[j * nr_ + i] = p.row(rows[i])[cols_[j]];
@@ -108,6 +108,7 @@ double TileIcp::group_value(int64_t g) const {
 
 void TileIcp::refresh_group(int64_t g) {
   gval_[g] = group_value(g);
+  stale_[g] = 1;
   if (m_ == 4 && n_ == 2) {  // 2:4: the 2nd largest and the top-2 sum of the other three, no selection
     const double* c[4] = {col(pos_[g * m_]), col(pos_[g * m_ + 1]), col(pos_[g * m_ + 2]), col(pos_[g * m_ + 3])};
     for (int j = 0; j < 4; ++j) {
@@ -208,50 +209,62 @@ int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl)
   return accepted;
 }
 
+// Rows of the swap table whose group was refreshed since they were filled: table_[q * kt + c] =
+// base[q] + sum_r max(0, x_c - thr_q), what q's group keeps with local column c at q (the sums of
+// gain_in, in the same order; the innermost loop runs over c and vectorises on xt_).
+void TileIcp::fill_stale_rows() {
+  if (table_.empty()) {
+    table_.resize(kt_ * kt_);
+    xt_.resize(nr_ * kt_);
+    for (int64_t c = 0; c < kt_; ++c)
+      for (int64_t i = 0; i < nr_; ++i) xt_[i * kt_ + c] = x_[c * nr_ + i];
+  }
+  for (int64_t g = 0; g < groups_; ++g) {
+    if (!stale_[g]) continue;
+    stale_[g] = 0;
+    for (int64_t q = g * m_; q < (g + 1) * m_; ++q) {
+      double* row = table_.data() + q * kt_;
+      const double* t = thr_.data() + q * nr_;
+      std::fill(row, row + kt_, 0.0);
+      for (int64_t i = 0; i < nr_; ++i) {
+        const double ti = t[i];
+        const double* x = xt_.data() + i * kt_;
+        for (int64_t c = 0; c < kt_; ++c) row[c] += std::max(0.0, x[c] - ti);
+      }
+      for (int64_t c = 0; c < kt_; ++c) row[c] = base_[q] + row[c];
+    }
+  }
+}
+
 int TileIcp::swap_stage(const Deadline& dl, int max_rounds) {
   if (groups_ < 2 || kt_ > 2048) return 0;
-  // table[q * kt + c] = sum_r max(0, x_c - thr_q): value of q's group with local column c at q.
-  std::vector<double> table(kt_ * kt_);
-  // Row q of the table: gain_in(q, c) for every c, the same sums in the same order, with the
-  // innermost loop over c (vectorises) on the row-major copy xt.
-  std::vector<double> xt(nr_ * kt_);
-  for (int64_t c = 0; c < kt_; ++c)
-    for (int64_t i = 0; i < nr_; ++i) xt[i * kt_ + c] = x_[c * nr_ + i];
-  auto fill_rows = [&](const std::vector<int64_t>& qs) {
-    parallel_for(int64_t(qs.size()), 1, [&](int64_t a, int64_t b) {
-      for (int64_t k = a; k < b; ++k) {
-        const int64_t q = qs[k];
-        double* row = table.data() + q * kt_;
-        const double* t = thr_.data() + q * nr_;
-        std::fill(row, row + kt_, 0.0);
-        for (int64_t i = 0; i < nr_; ++i) {
-          const double ti = t[i];
-          const double* x = xt.data() + i * kt_;
-          for (int64_t c = 0; c < kt_; ++c) row[c] += std::max(0.0, x[c] - ti);
-        }
-        for (int64_t c = 0; c < kt_; ++c) row[c] = base_[q] + row[c];
-      }
-    });
-  };
-  std::vector<int64_t> all(kt_);
-  std::iota(all.begin(), all.end(), 0);
-  fill_rows(all);
+  fill_stale_rows();
+  const std::vector<double>& table = table_;
   const double eps = 1e-12 * std::max(1.0, std::fabs(value()));
   int swaps = 0;
+  // Best swap of every pair of groups; a pair is evaluated again only when one of its groups
+  // changed (its table rows, positions and value are all the pair reads).
+  struct PairBest { double gain; int64_t q1, q2; };
+  std::vector<PairBest> pair_best(groups_ * groups_);
+  std::vector<char> redo(groups_, 1);
   std::vector<std::tuple<double, int64_t, int64_t>> cand;
   std::vector<char> used(groups_);
   for (int round = 0; round < max_rounds && !dl.expired(); ++round) {
     cand.clear();
     for (int64_t g1 = 0; g1 < groups_; ++g1)
       for (int64_t g2 = g1 + 1; g2 < groups_; ++g2) {
-        double best = eps;
-        int64_t bq1 = -1, bq2 = -1;
-        for (int64_t q1 = g1 * m_; q1 < (g1 + 1) * m_; ++q1)
-          for (int64_t q2 = g2 * m_; q2 < (g2 + 1) * m_; ++q2) {
-            const double gain = table[q1 * kt_ + pos_[q2]] + table[q2 * kt_ + pos_[q1]] - gval_[g1] - gval_[g2];
-            if (gain > best) { best = gain; bq1 = q1; bq2 = q2; }
-          }
-        if (bq1 >= 0) cand.emplace_back(best, bq1, bq2);
+        PairBest& pb = pair_best[g1 * groups_ + g2];
+        if (redo[g1] || redo[g2]) {
+          double best = eps;
+          int64_t bq1 = -1, bq2 = -1;
+          for (int64_t q1 = g1 * m_; q1 < (g1 + 1) * m_; ++q1)
+            for (int64_t q2 = g2 * m_; q2 < (g2 + 1) * m_; ++q2) {
+              const double gain = table[q1 * kt_ + pos_[q2]] + table[q2 * kt_ + pos_[q1]] - gval_[g1] - gval_[g2];
+              if (gain > best) { best = gain; bq1 = q1; bq2 = q2; }
+            }
+          pb = {best, bq1, bq2};
+        }
+        if (pb.q1 >= 0) cand.emplace_back(pb.gain, pb.q1, pb.q2);
       }
     if (cand.empty()) break;
     std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
@@ -260,19 +273,17 @@ int TileIcp::swap_stage(const Deadline& dl, int max_rounds) {
                                                       std::make_pair(std::get<1>(b), std::get<2>(b)));
     });
     std::fill(used.begin(), used.end(), 0);
-    std::vector<int64_t> touched_q;
     for (const auto& [gain, q1, q2] : cand) {
       const int64_t g1 = q1 / m_, g2 = q2 / m_;
       if (used[g1] || used[g2]) continue;
       used[g1] = used[g2] = 1;
       std::swap(pos_[q1], pos_[q2]);
       ++swaps;
-      for (int64_t g : {g1, g2}) {
-        refresh_group(g);
-        for (int j = 0; j < m_; ++j) touched_q.push_back(g * m_ + j);
-      }
+      refresh_group(g1);
+      refresh_group(g2);
     }
-    fill_rows(touched_q);
+    redo = used;
+    fill_stale_rows();
   }
   return swaps;
 }

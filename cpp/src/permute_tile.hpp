@@ -75,10 +75,14 @@ class TileIcp {
   std::vector<double> gval_;   // [groups]
   std::vector<double> thr_;    // [kt][nr]
   std::vector<double> base_;   // [kt]
+  std::vector<char> stale_;    // [groups]: refreshed since its swap-table rows were filled
+  std::vector<double> table_;  // [kt][kt] swap table (see fill_stale_rows), allocated on first use
+  std::vector<double> xt_;     // [nr][kt] the kept block row-major, for the swap table
 
   const double* col(int32_t local) const { return x_.data() + int64_t(local) * nr_; }
   double group_value(int64_t g) const;
-  void refresh_group(int64_t g);  // gval_, thr_, base_ of group g's positions
+  void refresh_group(int64_t g);  // gval_, thr_, base_ of group g's positions; marks it stale
+  void fill_stale_rows();
   // gains[g*G + h] = base[q_g] + sum_r max(0, x_r - thr[q_g][r]) for the column at q_h, q = sample.
   void sample_gains(const std::vector<int64_t>& sample, std::vector<double>& thr_t, std::vector<double>& acc,
                     std::vector<double>& gains) const;
