@@ -149,6 +149,42 @@ def test_gyro_improves_and_is_deterministic_across_threads(rng):
     assert a.retained > ident * 1.01 and a.retained > rand
 
 
+@pytest.mark.parametrize("r,k,cfg", CASES)
+def test_fast_effort_invariants_not_below_identity_and_deterministic(rng, r, k, cfg):
+    scores = rng.random((r, k)) ** 2
+    v = r if isinstance(cfg, hinm.NMConfig) else cfg.v
+    kt = k if isinstance(cfg, hinm.NMConfig) else cfg.kept_columns(k)
+    runs = []
+    for threads in (1, 2):
+        hinm.set_num_threads(threads)
+        runs.append(hinm.search_permutation(scores, cfg, seed=4, effort="fast"))
+    hinm.set_num_threads(0)
+    a, b = runs
+    check_result(a, scores, v, kt, cfg.n, cfg.m)
+    np.testing.assert_array_equal(a.row_perm, b.row_perm)
+    np.testing.assert_array_equal(a.col_orders, b.col_orders)
+    assert a.retained == b.retained
+    again = hinm.search_permutation(scores, cfg, seed=4, effort="fast")
+    np.testing.assert_array_equal(again.col_orders, a.col_orders)
+    assert a.retained >= hinm.search_permutation(scores, cfg, method="identity").retained
+    assert not {"ocp", "anneal", "refine", "row_swap"} & {h[0] for h in a.history}
+
+
+def test_fast_effort_keeps_explicit_stage_keywords(rng):
+    w = rng.random((128, 64)) ** 3
+    cfg = hinm.HiNMConfig(32, 0.5, 2, 4)
+    fast = hinm.search_permutation(w, cfg, effort="fast")
+    assert "cluster" in [h[0] for h in fast.history]
+    no_cluster = hinm.search_permutation(w, cfg, effort="fast", cluster_rounds=0)
+    assert "cluster" not in [h[0] for h in no_cluster.history]
+    with_ocp = hinm.search_permutation(w, cfg, effort="fast", schedule=(2, 1))
+    assert "ocp" in [h[0] for h in with_ocp.history]
+    default = hinm.search_permutation(w, cfg)
+    assert default.retained >= fast.retained
+    with pytest.raises(ValueError, match="effort"):
+        hinm.search_permutation(w, cfg, effort="turbo")
+
+
 def planted_hinm(rng, r=256, k=256, v=64, vec_density=0.5):
     """An exactly HiNM-representable (v, vec_density, 2:4) weight, then rows and columns shuffled."""
     w = np.zeros((r, k))
