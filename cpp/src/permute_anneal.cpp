@@ -163,6 +163,30 @@ struct Shared {
     std::fill(flags, flags + p.K, 0);
     for (int64_t j = 0; j < p.Kt; ++j) flags[idx[j]] = 1;
   }
+  // The same canonical kept flags, from a previous kept set `prior` (any Kt columns): a kept
+  // column above the strongest dropped one stays, a dropped one below the weakest kept one
+  // stays out, and only the columns between are ranked (sum desc, column asc).
+  void select_from(const double* sum, const char* prior, char* flags, std::vector<int32_t>& idx) const {
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    double lo = inf, hi = -inf;  // weakest kept, strongest dropped
+    for (int64_t c = 0; c < p.K; ++c) {
+      const double y = sum[c];
+      lo = std::min(lo, prior[c] ? y : inf);
+      hi = std::max(hi, prior[c] ? -inf : y);
+    }
+    std::copy(prior, prior + p.K, flags);
+    if (hi < lo) return;
+    idx.clear();
+    int64_t open = 0;  // kept places among the candidates
+    for (int64_t c = 0; c < p.K; ++c)
+      if (prior[c] ? sum[c] <= hi : sum[c] >= lo) {
+        idx.push_back(int32_t(c));
+        open += prior[c];
+      }
+    auto better = [&](int32_t a, int32_t b) { return sum[a] > sum[b] || (sum[a] == sum[b] && a < b); };
+    std::nth_element(idx.begin(), idx.begin() + open, idx.end(), better);
+    for (size_t k = 0; k < idx.size(); ++k) flags[idx[k]] = int64_t(k) < open;
+  }
   // Whether the kept set of `sum` may differ from `flags`: the weakest kept column does not beat
   // the strongest dropped one (an exact tie counts as a change: select() then decides).
   // Branch-free min / max over 4 lanes: this runs for most proposals.
@@ -203,8 +227,8 @@ class PairAnneal {
         for (int64_t c = 0; c < p_.K; ++c) sum[c] += x[c];
       }
       std::vector<char> flags(p_.K);
-      sh_.select(sum, flags.data(), idx_);
       char* cur = sh_.in.data() + t * p_.K;
+      sh_.select_from(sum, cur, flags.data(), idx_);
       if (!std::equal(flags.begin(), flags.end(), cur)) sh_.set_flags(t, flags.data(), outs_, ins_, tmp_);
     }
     val_a_ = tile_value(a_);
@@ -308,11 +332,11 @@ class PairAnneal {
       new_a = val_a_ + sh_.tab(rj, a_).sum - sh_.tab(ri, a_).sum;
       new_b = val_b_ + sh_.tab(ri, b_).sum - sh_.tab(rj, b_).sum;
       if (ch_a) {
-        sh_.select(sum_a_.data(), in_a_.data(), idx_);
+        sh_.select_from(sum_a_.data(), sh_.in.data() + a_ * p_.K, in_a_.data(), idx_);
         new_a = tile_value_with(a_, sa, rj, in_a_.data());
       }
       if (ch_b) {
-        sh_.select(sum_b_.data(), in_b_.data(), idx_);
+        sh_.select_from(sum_b_.data(), sh_.in.data() + b_ * p_.K, in_b_.data(), idx_);
         new_b = tile_value_with(b_, sb, ri, in_b_.data());
       }
       if (!(new_a + new_b - val_a_ - val_b_ > thr)) return false;

@@ -51,9 +51,9 @@ struct Lsap {
         const int64_t j = rem[it];
         const double r = min_val + ci[j] - ui - vv[j];
         const double s = sp[j];
-        const bool closer = r < s;
-        pa[j] = closer ? i : pa[j];
-        const double d = closer ? r : s;
+        const int64_t closer = -int64_t(r < s);  // all ones when closer: a mask, not a branch
+        pa[j] = (pa[j] & ~closer) | (i & closer);
+        const double d = std::min(s, r);  // r < s ? r : s
         sp[j] = d;
         return d;
       };
@@ -69,8 +69,8 @@ struct Lsap {
       lowest = std::min(std::min(lo[0], lo[1]), std::min(lo[2], lo[3]));
       int64_t first = -1;
       for (int64_t it = 0; it < num_remaining; ++it) {
-        const int64_t j = remaining[it];
-        if (spc[j] == lowest) {
+        const int64_t j = rem[it];
+        if (sp[j] == lowest) {
           if (first < 0) first = it;
           if (row4col[j] == -1) index = it;
         }

@@ -10,6 +10,28 @@
 
 namespace hinm::permute {
 
+// The ICP's innermost loops, also compiled for AVX2 where the toolchain can pick a version at
+// load time (no FMA: the same roundings as the baseline build, so results do not change).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define HINM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HINM_SIMD_CLONES
+#endif
+
+namespace {
+
+// acc[k] += max(0, x - t[k]) for k < n.
+HINM_SIMD_CLONES void add_excess_over(double* __restrict acc, double x, const double* __restrict t, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) acc[k] += std::max(0.0, x - t[k]);
+}
+
+// acc[k] += max(0, x[k] - t) for k < n.
+HINM_SIMD_CLONES void add_excess_of(double* __restrict acc, const double* __restrict x, double t, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) acc[k] += std::max(0.0, x[k] - t);
+}
+
+}  // namespace
+
 double topn_sum(const double* x, int m, int n) {
   if (m == 4 && n == 2) {
     // Sum of the two largest = total minus the two smallest.
@@ -39,11 +61,13 @@ double topn_sum(const double* x, int m, int n) {
 std::vector<int32_t> ranked_columns(const Problem& p) {
   std::vector<int32_t> ranked(p.R * p.K);
   parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
+    std::vector<std::pair<double, int32_t>> key(p.K);  // (-score, column): ascending = the ranking
     for (int64_t r = a; r < b; ++r) {
-      int32_t* idx = ranked.data() + r * p.K;
-      std::iota(idx, idx + p.K, 0);
       const double* x = p.row(r);
-      std::sort(idx, idx + p.K, [&](int32_t i, int32_t j) { return x[i] > x[j] || (x[i] == x[j] && i < j); });
+      for (int64_t c = 0; c < p.K; ++c) key[c] = {-x[c], int32_t(c)};
+      std::sort(key.begin(), key.end());
+      int32_t* idx = ranked.data() + r * p.K;
+      for (int64_t c = 0; c < p.K; ++c) idx[c] = key[c].second;
     }
   });
   return ranked;
@@ -176,7 +200,7 @@ void TileIcp::sample_gains(const std::vector<int64_t>& sample, std::vector<doubl
     for (int64_t i = 0; i < nr_; ++i) {
       const double xi = x[i];
       const double* t = thr_t.data() + i * G;
-      for (int64_t g = 0; g < G; ++g) a[g] += std::max(0.0, xi - t[g]);
+      add_excess_over(a, xi, t, G);
     }
     for (int64_t g = 0; g < G; ++g) gains[g * G + h] = base_[sample[g]] + a[g];
   }
@@ -229,7 +253,7 @@ void TileIcp::fill_stale_rows() {
       for (int64_t i = 0; i < nr_; ++i) {
         const double ti = t[i];
         const double* x = xt_.data() + i * kt_;
-        for (int64_t c = 0; c < kt_; ++c) row[c] += std::max(0.0, x[c] - ti);
+        add_excess_of(row, x, ti, kt_);
       }
       for (int64_t c = 0; c < kt_; ++c) row[c] = base_[q] + row[c];
     }
