@@ -8,8 +8,18 @@
 #include "hinm/parallel.hpp"
 #include "hinm/permute_lap.hpp"
 #include "hinm/permute_rng.hpp"
+#include "permute_tile.hpp"
 
 namespace hinm {
+
+namespace {
+
+// d[j] += (x - c[j])^2 for j < k.
+HINM_SIMD_CLONES void add_squared_gaps(double* __restrict d, double x, const double* __restrict c, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) d[j] += (x - c[j]) * (x - c[j]);
+}
+
+}  // namespace
 
 std::vector<int32_t> balanced_kmeans(const double* points, int64_t k, int64_t size, int64_t dim, uint64_t seed,
                                      int max_iter, double tol) {
@@ -30,16 +40,18 @@ std::vector<int32_t> balanced_kmeans(const double* points, int64_t k, int64_t si
   for (int64_t i = 0; i < n * dim; ++i) scale = std::max(scale, std::fabs(points[i]));
   const std::vector<int64_t> cap(k, size);
   std::vector<int32_t> label(n, 0);
+  std::vector<double> cent_t(dim * k);  // centroids [dim][k]: the loop over clusters vectorises
   for (int it = 0; it < max_iter; ++it) {
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t e = 0; e < dim; ++e) cent_t[e * k + j] = cent[j * dim + e];
     parallel_for(n, 16, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        for (int64_t j = 0; j < k; ++j) {
-          const double* x = points + p * dim;
-          const double* c = cent.data() + j * dim;
-          double d = 0;
-          for (int64_t e = 0; e < dim; ++e) d += (x[e] - c[e]) * (x[e] - c[e]);
-          cost[p * k + j] = d;
-        }
+      for (int64_t p = p0; p < p1; ++p) {
+        // Every distance summed over e in order, as a loop per cluster would.
+        double* d = cost.data() + p * k;
+        std::fill(d, d + k, 0.0);
+        const double* x = points + p * dim;
+        for (int64_t e = 0; e < dim; ++e) add_squared_gaps(d, x[e], cent_t.data() + e * k, k);
+      }
     });
     label = capacitated_assignment(cost.data(), n, k, cap);
     std::fill(next.begin(), next.end(), 0.0);

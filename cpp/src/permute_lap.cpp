@@ -171,7 +171,7 @@ std::vector<int32_t> capacitated_assignment(const double* cost, int64_t rows, in
   // w[a*bins+b] = cheapest cost of moving one member of bin a to bin b, through row arg[a*bins+b].
   std::vector<double> w(bins * bins, kInf), pot(bins, 0), dist(bins);
   std::vector<int64_t> arg(bins * bins, -1), pred(bins);
-  std::vector<char> done(bins);
+  std::vector<int64_t> open(bins);
   // w / arg of bin a: the first member (in member order) at the minimum, kept up to date as
   // members come and go: an arrival can only lower a minimum (strictly, so an earlier member
   // keeps a tie); a departure rescans the entries it held.
@@ -206,18 +206,25 @@ std::vector<int32_t> capacitated_assignment(const double* cost, int64_t rows, in
       if (std::isnan(ci[b])) throw std::invalid_argument("capacitated_assignment: NaN cost");
       dist[b] = ci[b] - pot[b];  // reduced distance from the new item
       pred[b] = -1;
-      done[b] = 0;
     }
-    // Dense Dijkstra over bins on reduced costs (non-negative between bins).
-    for (int64_t step = 0; step < bins; ++step) {
-      int64_t a = -1;
-      for (int64_t b = 0; b < bins; ++b)
-        if (!done[b] && (a < 0 || dist[b] < dist[a])) a = b;
-      done[a] = 1;
+    // Dense Dijkstra over bins on reduced costs (non-negative between bins), on the list of
+    // bins not yet done (pops the lowest bin among the closest, as a scan over all bins would).
+    for (int64_t b = 0; b < bins; ++b) open[b] = b;
+    for (int64_t left = bins; left > 0;) {
+      int64_t at = 0;
+      for (int64_t k = 1; k < left; ++k) {
+        const int64_t b = open[k], a = open[at];
+        if (dist[b] < dist[a] || (dist[b] == dist[a] && b < a)) at = k;
+      }
+      const int64_t a = open[at];
+      open[at] = open[--left];
       if (members[a].empty()) continue;
-      for (int64_t b = 0; b < bins; ++b) {
-        if (done[b] || arg[a * bins + b] < 0) continue;
-        const double nd = dist[a] + w[a * bins + b] + pot[a] - pot[b];
+      const double base = dist[a], pa = pot[a];
+      const double* wa = w.data() + a * bins;
+      for (int64_t k = 0; k < left; ++k) {
+        const int64_t b = open[k];
+        if (arg[a * bins + b] < 0) continue;
+        const double nd = base + wa[b] + pa - pot[b];
         if (nd < dist[b]) { dist[b] = nd; pred[b] = a; }
       }
     }

@@ -144,58 +144,77 @@ struct Search {
   }
   double eps(double total) const { return 1e-12 * std::max(1.0, std::fabs(total)); }
 
-  // Vector-pruning cost of a tile whose column sums are `sum`: what the top-Kt columns leave out.
-  // The OCP asks it for T^2 similar vectors per step (one tile's remaining rows plus each
-  // cluster), so a band of values around the last boundary usually holds the Kt-th largest:
-  // the columns above the band count whole and only the band is selected. Exact up to the order
-  // of the additions; deterministic for a sequence of calls.
+  // Vector-pruning cost of a tile whose column sums are a + b: the sum of the K - Kt smallest,
+  // what the top-Kt columns leave out. The OCP asks it for T^2 similar vectors per step (one
+  // tile's remaining rows plus each cluster), so a band of values around the last boundary
+  // usually holds the boundary: the columns under the band count whole (one vectorised pass)
+  // and only the band is selected. Exact up to the order of the additions; deterministic for a
+  // sequence of calls.
   class PrunedCost {
    public:
-    PrunedCost(int64_t K, int64_t Kt) : K_(K), Kt_(Kt), band_(K) {}
+    PrunedCost(int64_t K, int64_t Kt) : K_(K), drop_(K - Kt), sum_(K), band_(K) {}
 
-    double operator()(std::vector<double>& sum) {
-      double all = 0;
-      for (double x : sum) all += x;
-      if (Kt_ >= K_) return all - all;
-      if (have_band_) {
-        double above = 0;
-        int64_t n_above = 0, n_band = 0;
-        for (int64_t c = 0; c < K_; ++c) {
-          const double x = sum[c];
-          const bool up = x > hi_, in = !up && x >= lo_;
-          above += up ? x : 0.0;
-          n_above += up;
-          band_[n_band] = x;
-          n_band += in;
-        }
-        const int64_t need = Kt_ - n_above;
-        if (need >= 0 && need <= n_band) {
-          std::nth_element(band_.begin(), band_.begin() + need, band_.begin() + n_band, std::greater<double>());
-          double kept = above;
-          for (int64_t k = 0; k < need; ++k) kept += band_[k];
-          return all - kept;
-        }
+    double operator()(const double* a, const double* b) {
+      if (drop_ <= 0) return 0.0;
+      if (!have_band_) return first(a, b);
+      int64_t n_below = 0;
+      const double below = permute::sum_below(a, b, sum_.data(), K_, lo_, n_below);
+      int64_t n_band = 0;
+      for (int64_t c = 0; c < K_; ++c) {  // branch-free compaction of the band
+        const double x = sum_[c];
+        band_[n_band] = x;
+        n_band += int64_t(x >= lo_) & int64_t(x <= hi_);
       }
-      // Full selection; the next band spans the values ranked Kt - w .. Kt + w here.
-      std::copy(sum.begin(), sum.end(), band_.begin());
-      std::nth_element(band_.begin(), band_.begin() + Kt_, band_.end(), std::greater<double>());
-      double kept = 0;
-      for (int64_t c = 0; c < Kt_; ++c) kept += band_[c];
-      const int64_t w = std::max<int64_t>(4, K_ / 12);
-      const int64_t up = std::max<int64_t>(0, Kt_ - w), down = std::min<int64_t>(K_ - 1, Kt_ + w);
-      std::nth_element(band_.begin(), band_.begin() + up, band_.begin() + Kt_, std::greater<double>());
-      hi_ = band_[up];
-      std::nth_element(band_.begin() + Kt_, band_.begin() + down, band_.end(), std::greater<double>());
-      lo_ = band_[down];
-      have_band_ = true;
-      return all - kept;
+      const int64_t need = drop_ - n_below;
+      double pruned, boundary;
+      if (need >= 0 && need <= n_band) {  // the usual case: the boundary lies in the band
+        pruned = below + smallest(band_.data(), n_band, need, boundary);
+      } else if (need > n_band) {  // above the band: all of it, and the least of what lies over
+        pruned = below;
+        for (int64_t k = 0; k < n_band; ++k) pruned += band_[k];
+        int64_t n = 0;
+        for (int64_t c = 0; c < K_; ++c) { band_[n] = sum_[c]; n += sum_[c] > hi_; }
+        pruned += smallest(band_.data(), n, need - n_band, boundary);
+      } else {  // under the band: the least drop_ of what lies there
+        int64_t n = 0;
+        for (int64_t c = 0; c < K_; ++c) { band_[n] = sum_[c]; n += sum_[c] < lo_; }
+        pruned = smallest(band_.data(), n, drop_, boundary);
+      }
+      const double half = 0.5 * (hi_ - lo_);  // the band follows the boundary, keeping its width
+      lo_ = boundary - half;
+      hi_ = boundary + half;
+      return pruned;
     }
 
    private:
-    int64_t K_, Kt_;
-    std::vector<double> band_;
+    int64_t K_, drop_;
+    std::vector<double> sum_, band_;
     bool have_band_ = false;
-    double lo_ = 0, hi_ = 0;  // band [lo_, hi_]: columns above hi_ are kept, below lo_ dropped
+    double lo_ = 0, hi_ = 0;  // band [lo_, hi_]: columns under lo_ are dropped, over hi_ kept
+
+    // Sum of the k smallest of x[0..n) (k <= n); boundary = the k-th smallest (or the least left).
+    static double smallest(double* x, int64_t n, int64_t k, double& boundary) {
+      if (k < n) std::nth_element(x, x + k, x + n);
+      double s = 0;
+      for (int64_t i = 0; i < k; ++i) s += x[i];
+      boundary = k > 0 ? *std::max_element(x, x + k) : (n > 0 ? *std::min_element(x, x + n) : 0.0);
+      return s;
+    }
+
+    // The first vector: a full selection; the band spans its values ranked drop -+ w.
+    double first(const double* a, const double* b) {
+      for (int64_t c = 0; c < K_; ++c) band_[c] = a[c] + b[c];
+      double boundary;
+      const double pruned = smallest(band_.data(), K_, drop_, boundary);
+      const int64_t w = std::max<int64_t>(4, K_ / 48);
+      const int64_t down = std::max<int64_t>(0, drop_ - 1 - w), up = std::min<int64_t>(K_ - 1, drop_ + w);
+      std::nth_element(band_.begin(), band_.begin() + down, band_.begin() + drop_);
+      lo_ = band_[down];
+      std::nth_element(band_.begin() + drop_, band_.begin() + up, band_.end());
+      hi_ = band_[up];
+      have_band_ = true;
+      return pruned;
+    }
   };
 
   // One OCP step with ne sampled rows per tile: clusters of sampled rows are reassigned to tiles
@@ -236,13 +255,9 @@ struct Search {
       }
     });
     parallel_for(T, 1, [&](int64_t a, int64_t b) {
-      std::vector<double> sum(p.K);
       for (int64_t i = a; i < b; ++i) {
         PrunedCost pruned(p.K, p.Kt);  // per cost row: the same results for any thread count
-        for (int64_t j = 0; j < T; ++j) {
-          for (int64_t c = 0; c < p.K; ++c) sum[c] = rem[i * p.K + c] + ext[j * p.K + c];
-          cost[i * T + j] = pruned(sum);
-        }
+        for (int64_t j = 0; j < T; ++j) cost[i * T + j] = pruned(rem.data() + i * p.K, ext.data() + j * p.K);
       }
     });
     const auto asg = linear_assignment(cost.data(), T, T, false, true);
@@ -284,7 +299,8 @@ struct Search {
         const int64_t* rows = tile_ptr(p, st, t);
         for (int64_t i = 0; i < p.tile_rows(t); ++i)
           for (int64_t c = 0; c < p.K; ++c) sum[c] += p.row(rows[i])[c];
-        v[t] = PrunedCost(p.K, p.Kt)(sum);
+        const std::vector<double> zero(p.K, 0.0);
+        v[t] = PrunedCost(p.K, p.Kt)(sum.data(), zero.data());
       }
     });
     double total = 0;

@@ -4,19 +4,14 @@
 #include <cmath>
 #include <numeric>
 #include <tuple>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "hinm/parallel.hpp"
 #include "hinm/permute_lap.hpp"
 
 namespace hinm::permute {
-
-// The ICP's innermost loops, also compiled for AVX2 where the toolchain can pick a version at
-// load time (no FMA: the same roundings as the baseline build, so results do not change).
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define HINM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HINM_SIMD_CLONES
-#endif
 
 namespace {
 
@@ -31,6 +26,42 @@ HINM_SIMD_CLONES void add_excess_of(double* __restrict acc, const double* __rest
 }
 
 }  // namespace
+
+double sum_below(const double* a, const double* b, double* sum, int64_t K, double lo, int64_t& n_below) {
+  int64_t c = 0, n = 0;
+  double acc[4] = {0, 0, 0, 0};
+#if defined(__SSE2__)
+  // Lanes (0, 1) and (2, 3) in two registers: the same additions as the scalar loop below.
+  __m128d acc01 = _mm_setzero_pd(), acc23 = _mm_setzero_pd();
+  const __m128d lim = _mm_set1_pd(lo);
+  for (; c + 4 <= K; c += 4) {
+    const __m128d x01 = _mm_add_pd(_mm_loadu_pd(a + c), _mm_loadu_pd(b + c));
+    const __m128d x23 = _mm_add_pd(_mm_loadu_pd(a + c + 2), _mm_loadu_pd(b + c + 2));
+    _mm_storeu_pd(sum + c, x01);
+    _mm_storeu_pd(sum + c + 2, x23);
+    const __m128d u01 = _mm_cmplt_pd(x01, lim), u23 = _mm_cmplt_pd(x23, lim);
+    acc01 = _mm_add_pd(acc01, _mm_and_pd(u01, x01));
+    acc23 = _mm_add_pd(acc23, _mm_and_pd(u23, x23));
+    n += __builtin_popcount(unsigned(_mm_movemask_pd(u01)) | (unsigned(_mm_movemask_pd(u23)) << 2));
+  }
+  _mm_storeu_pd(acc, acc01);
+  _mm_storeu_pd(acc + 2, acc23);
+#else
+  for (; c + 4 <= K; c += 4)
+    for (int l = 0; l < 4; ++l) {
+      const double x = a[c + l] + b[c + l];
+      sum[c + l] = x;
+      if (x < lo) { acc[l] += x; ++n; }
+    }
+#endif
+  for (; c < K; ++c) {
+    const double x = a[c] + b[c];
+    sum[c] = x;
+    if (x < lo) { acc[0] += x; ++n; }
+  }
+  n_below = n;
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
 
 double topn_sum(const double* x, int m, int n) {
   if (m == 4 && n == 2) {

@@ -8,6 +8,14 @@
 
 #include "hinm/permute_rng.hpp"
 
+// Hot loops of the search, also compiled for AVX2 where the toolchain can pick a version at load
+// time (no FMA: the same roundings as the baseline build, so results do not change).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define HINM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HINM_SIMD_CLONES
+#endif
+
 namespace hinm::permute {
 
 struct Problem {
@@ -25,6 +33,10 @@ struct Deadline {
   std::chrono::steady_clock::time_point at;
   bool expired() const { return active && std::chrono::steady_clock::now() >= at; }
 };
+
+// sum[c] = a[c] + b[c] for c < K; returns the sum of those below `lo` (added in four lanes, c
+// mod 4, then (0 + 1) + (2 + 3): the same with or without SIMD) and counts them in n_below.
+double sum_below(const double* a, const double* b, double* sum, int64_t K, double lo, int64_t& n_below);
 
 // Sum of the n largest of m values (independent of how ties are broken).
 double topn_sum(const double* x, int m, int n);
