@@ -42,7 +42,8 @@ double sum_below(const double* a, const double* b, double* sum, int64_t K, doubl
     const __m128d u01 = _mm_cmplt_pd(x01, lim), u23 = _mm_cmplt_pd(x23, lim);
     acc01 = _mm_add_pd(acc01, _mm_and_pd(u01, x01));
     acc23 = _mm_add_pd(acc23, _mm_and_pd(u23, x23));
-    n += __builtin_popcount(unsigned(_mm_movemask_pd(u01)) | (unsigned(_mm_movemask_pd(u23)) << 2));
+    static constexpr int8_t kBits[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+    n += kBits[_mm_movemask_pd(u01) | (_mm_movemask_pd(u23) << 2)];
   }
   _mm_storeu_pd(acc, acc01);
   _mm_storeu_pd(acc + 2, acc23);
