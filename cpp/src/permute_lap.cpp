@@ -86,8 +86,62 @@ struct Lsap {
     return sink;
   }
 
+  // Jonker-Volgenant's augmenting row reduction (square, finite costs; v from a column
+  // reduction): two passes over the free rows, each taking its cheapest column and lowering
+  // that column's dual to the row's second-best reduced cost (the row then ties there), so the
+  // column's previous row is bumped and goes on. Every matched row stays at a minimum of its
+  // reduced costs, so u = c - v on the match is feasible and tight for the augmenting paths.
+  void augmenting_row_reduction() {
+    // The reductions of one pass stop after 8 rows' worth of bumping (JV's own bound is
+    // quadratic): long chains of bumped rows are cheaper for the augmenting paths.
+    constexpr int64_t kCap = 8;
+    std::vector<int64_t> free_rows(nr);
+    for (int64_t i = 0; i < nr; ++i) free_rows[i] = i;
+    int64_t n_free = nr;
+    for (int pass = 0; pass < 2 && n_free > 0; ++pass) {
+      int64_t current = 0, new_free = 0, count = 0;
+      while (current < n_free) {
+        ++count;
+        const int64_t i = free_rows[current++];
+        const double* ci = c.data() + i * nc;
+        int64_t j1 = 0, j2 = -1;
+        double v1 = ci[0] - v[0], v2 = kInf;
+        for (int64_t j = 1; j < nc; ++j) {
+          const double x = ci[j] - v[j];
+          if (x < v2) {
+            if (x >= v1) { v2 = x; j2 = j; } else { v2 = v1; v1 = x; j2 = j1; j1 = j; }
+          }
+        }
+        int64_t i0 = row4col[j1];
+        const double lowered = v[j1] - (v2 - v1);
+        const bool lowers = lowered < v[j1];
+        if (count < current * nr && count < kCap * nr) {
+          if (lowers) v[j1] = lowered;
+          else if (i0 >= 0) { j1 = j2; i0 = row4col[j2]; }
+          if (i0 >= 0) {
+            col4row[i0] = -1;
+            if (lowers) free_rows[--current] = i0; else free_rows[new_free++] = i0;
+          }
+        } else if (i0 >= 0) {
+          col4row[i0] = -1;
+          free_rows[new_free++] = i0;
+        }
+        col4row[i] = j1;
+        row4col[j1] = i;
+      }
+      n_free = new_free;
+    }
+    for (int64_t i = 0; i < nr; ++i) {
+      if (col4row[i] >= 0) { u[i] = c[i * nc + col4row[i]] - v[col4row[i]]; continue; }
+      double lo = kInf;
+      for (int64_t j = 0; j < nc; ++j) lo = std::min(lo, c[i * nc + j] - v[j]);
+      u[i] = lo;
+    }
+  }
+
   void solve() {
     for (int64_t cur = 0; cur < nr; ++cur) {
+      if (col4row[cur] >= 0) continue;  // matched by the row reduction
       double min_val;
       const int64_t sink = augment(cur, min_val);
       if (sink < 0) throw std::runtime_error("linear_assignment: cost matrix is infeasible");
@@ -131,19 +185,27 @@ std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t
   if (std::isfinite(lo)) for (double& x : c) x -= lo;
   Lsap lsap(c, nr, nc);
   if (reduced_start) {
-    // Column then row reduction: feasible starting duals for the augmenting paths. When every
-    // row prefers the same few columns (the permutation search's cost matrices), the paths from
-    // zero duals run through most rows; from these they stay short. Column duals only for square
-    // problems: with columns left free, every free column must start at the same dual.
+    // Column reduction, then Jonker-Volgenant's augmenting row reduction (square problems with
+    // finite costs) or a row reduction: feasible starting duals, and for the first most of the
+    // rows already matched. When every row prefers the same few columns (the permutation
+    // search's cost matrices), the paths from zero duals run through most rows; from here few
+    // rows are left and their paths stay short. Column duals only for square problems: with
+    // columns left free, every free column must start at the same dual.
     for (int64_t j = 0; j < nc && nr == nc; ++j) {
       double lo = kInf;
       for (int64_t i = 0; i < nr; ++i) lo = std::min(lo, c[i * nc + j]);
       lsap.v[j] = std::isfinite(lo) ? lo : 0;
     }
-    for (int64_t i = 0; i < nr; ++i) {
-      double lo = kInf;
-      for (int64_t j = 0; j < nc; ++j) lo = std::min(lo, c[i * nc + j] - lsap.v[j]);
-      lsap.u[i] = std::isfinite(lo) ? lo : 0;
+    bool finite = nr == nc && nr > 1;
+    for (double x : c) finite = finite && std::isfinite(x);
+    if (finite) {
+      lsap.augmenting_row_reduction();
+    } else {
+      for (int64_t i = 0; i < nr; ++i) {
+        double lo = kInf;
+        for (int64_t j = 0; j < nc; ++j) lo = std::min(lo, c[i * nc + j] - lsap.v[j]);
+        lsap.u[i] = std::isfinite(lo) ? lo : 0;
+      }
     }
   }
   lsap.solve();

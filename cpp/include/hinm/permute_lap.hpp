@@ -12,8 +12,9 @@ namespace hinm {
 // scipy.optimize.linear_sum_assignment. Returns col_for_row [rows] (-1 for unassigned rows when
 // rows > cols). Throws std::invalid_argument on NaN or -inf costs, std::runtime_error if no
 // finite-cost assignment exists. reduced_start: start the augmenting paths from the duals of a
-// column and row reduction instead of zero (an optimal assignment all the same, often several
-// times faster; among equally good assignments it may pick another one than scipy).
+// column reduction and (square, finite) Jonker-Volgenant's augmenting row reduction instead of
+// zero (an optimal assignment all the same, many times faster on matrices where every row
+// prefers the same columns; among equally good assignments it may pick another than scipy).
 std::vector<int64_t> linear_assignment(const double* cost, int64_t rows, int64_t cols, bool maximize = false,
                                        bool reduced_start = false);
 
