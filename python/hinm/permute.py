@@ -23,8 +23,9 @@ METHODS = ("gyro", "channel_swap", "random", "identity")
 DEFAULT_SCHEDULE = (8, 1, 4, 1, 2, 1, 1)
 # Stage limits of each ``effort`` of search_permutation. "fast" skips the OCP (the clustering
 # regroups the rows on its own, at a fraction of the cost), stops the clustering after 4 rounds
-# and runs a short ICP without the annealing and refinement stages: on MiniLM's layers about
-# 5-10x faster than "default" for ~1/4 of its gain over the identity less.
+# and runs a short ICP without the annealing, refinement and row-swap stages: on MiniLM's
+# layer-0 shapes (v = 32, 64) 1.5-12x faster than "default", keeping 85-92 % of its gain over
+# the identity permutation.
 EFFORTS = {
     "default": dict(schedule=DEFAULT_SCHEDULE, ocp_fail_limit=1, icp_fail_limit=30, refine_rounds=30,
                     cluster_rounds=50, swap_rounds=20, anneal_moves=1000),
@@ -124,8 +125,8 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     For an NMConfig all rows form one tile and the result's ``col_perm`` is the column order.
     ``effort`` sets the gyro stage limits below: ``"default"`` (the full search) or ``"fast"``
     (no OCP, 4 clustering rounds, ``icp_fail_limit=3``, no annealing, refinement or row swaps:
-    about 5-10x faster, keeping most of the gain; see ``hinm.permute.EFFORTS``); a stage keyword given
-    explicitly overrides its effort value.
+    on MiniLM 1.5-12x faster, keeping ~90 % of the gain over the identity; see
+    ``hinm.permute.EFFORTS``); a stage keyword given explicitly overrides its effort value.
     ``time_budget`` (seconds) is checked between iterations. ``progress=True`` shows a tqdm bar;
     a callable gets (stage, step, retained). Tuning: ``schedule`` (OCP samples per tile, coarse
     to fine), ``ocp_fail_limit`` (non-improving OCP steps ending each schedule entry),
