@@ -425,10 +425,10 @@ struct Search {
         flag.assign(p.K * nt, 0.0);
         for (int64_t k = 0; k < nt; ++k) for (int32_t c : kept[stale_tiles[k]]) flag[c * nt + k] = 1.0;
         parallel_for(p.R, 16, [&](int64_t a, int64_t b) {
-          std::vector<double> sum(nt), taken(nt), out(nt);
+          std::vector<double> sum(nt), left(nt), out(nt);
           for (int64_t r = a; r < b; ++r) {
             topk_tiles(ranked.data() + r * p.K, ranked_val.data() + r * p.K, p.K, flag.data(), nt, keep, sum.data(),
-                       taken.data(), out.data());
+                       left.data(), out.data());
             for (int64_t k = 0; k < nt; ++k) cost[r * T + stale_tiles[k]] = out[k];
           }
         });

@@ -214,8 +214,9 @@ std::vector<int32_t> TileIcp::order() const {
   return out;
 }
 
-// gains[g * G + h] = gain_in(sample[g], pos_[sample[h]]), the same sums in the same order (row
-// by row), laid out so the innermost loop runs over g and vectorises.
+// gains[g * G + h] = base[q_g] + sum_r max(0, x_r - thr[q_g][r]) for the column at q_h (q =
+// sample), each sum taken over r in order (so every build gives the same bits), laid out so the
+// innermost loop runs over g and vectorises.
 void TileIcp::sample_gains(const std::vector<int64_t>& sample, std::vector<double>& thr_t, std::vector<double>& acc,
                            std::vector<double>& gains) const {
   const int64_t G = int64_t(sample.size());
@@ -266,8 +267,8 @@ int TileIcp::assignment_stage(uint64_t seed, int fail_limit, const Deadline& dl)
 }
 
 // Rows of the swap table whose group was refreshed since they were filled: table_[q * kt + c] =
-// base[q] + sum_r max(0, x_c - thr_q), what q's group keeps with local column c at q (the sums of
-// gain_in, in the same order; the innermost loop runs over c and vectorises on xt_).
+// base[q] + sum_r max(0, x_c - thr_q), what q's group keeps with local column c at q (summed over
+// r in order; the innermost loop runs over c and vectorises on xt_).
 void TileIcp::fill_stale_rows() {
   if (table_.empty()) {
     table_.resize(kt_ * kt_);
