@@ -157,14 +157,8 @@ struct Search {
     double operator()(const double* a, const double* b) {
       if (drop_ <= 0) return 0.0;
       if (!have_band_) return first(a, b);
-      int64_t n_below = 0;
-      const double below = permute::sum_below(a, b, sum_.data(), K_, lo_, n_below);
-      int64_t n_band = 0;
-      for (int64_t c = 0; c < K_; ++c) {  // branch-free compaction of the band
-        const double x = sum_[c];
-        band_[n_band] = x;
-        n_band += int64_t(x >= lo_) & int64_t(x <= hi_);
-      }
+      int64_t n_below = 0, n_band = 0;
+      const double below = permute::split_sum(a, b, sum_.data(), K_, lo_, hi_, band_.data(), n_band, n_below);
       const int64_t need = drop_ - n_below;
       double pruned, boundary;
       if (need >= 0 && need <= n_band) {  // the usual case: the boundary lies in the band

@@ -27,23 +27,32 @@ HINM_SIMD_CLONES void add_excess_of(double* __restrict acc, const double* __rest
 
 }  // namespace
 
-double sum_below(const double* a, const double* b, double* sum, int64_t K, double lo, int64_t& n_below) {
-  int64_t c = 0, n = 0;
+double split_sum(const double* a, const double* b, double* sum, int64_t K, double lo, double hi, double* band,
+                 int64_t& n_band, int64_t& n_below) {
+  int64_t c = 0, n = 0, nb = 0;
   double acc[4] = {0, 0, 0, 0};
 #if defined(__SSE2__)
   // Lanes (0, 1) and (2, 3) in two registers: the same additions as the scalar loop below.
+  static constexpr int8_t kBits[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
   __m128d acc01 = _mm_setzero_pd(), acc23 = _mm_setzero_pd();
-  const __m128d lim = _mm_set1_pd(lo);
+  const __m128d vlo = _mm_set1_pd(lo), vhi = _mm_set1_pd(hi);
   for (; c + 4 <= K; c += 4) {
     const __m128d x01 = _mm_add_pd(_mm_loadu_pd(a + c), _mm_loadu_pd(b + c));
     const __m128d x23 = _mm_add_pd(_mm_loadu_pd(a + c + 2), _mm_loadu_pd(b + c + 2));
     _mm_storeu_pd(sum + c, x01);
     _mm_storeu_pd(sum + c + 2, x23);
-    const __m128d u01 = _mm_cmplt_pd(x01, lim), u23 = _mm_cmplt_pd(x23, lim);
+    const __m128d u01 = _mm_cmplt_pd(x01, vlo), u23 = _mm_cmplt_pd(x23, vlo);
     acc01 = _mm_add_pd(acc01, _mm_and_pd(u01, x01));
     acc23 = _mm_add_pd(acc23, _mm_and_pd(u23, x23));
-    static constexpr int8_t kBits[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
     n += kBits[_mm_movemask_pd(u01) | (_mm_movemask_pd(u23) << 2)];
+    const int in = _mm_movemask_pd(_mm_andnot_pd(u01, _mm_cmple_pd(x01, vhi))) |
+                   (_mm_movemask_pd(_mm_andnot_pd(u23, _mm_cmple_pd(x23, vhi))) << 2);
+    if (in) {
+      for (int l = 0; l < 4; ++l) {
+        band[nb] = sum[c + l];
+        nb += (in >> l) & 1;
+      }
+    }
   }
   _mm_storeu_pd(acc, acc01);
   _mm_storeu_pd(acc + 2, acc23);
@@ -52,15 +61,16 @@ double sum_below(const double* a, const double* b, double* sum, int64_t K, doubl
     for (int l = 0; l < 4; ++l) {
       const double x = a[c + l] + b[c + l];
       sum[c + l] = x;
-      if (x < lo) { acc[l] += x; ++n; }
+      if (x < lo) { acc[l] += x; ++n; } else if (x <= hi) { band[nb++] = x; }
     }
 #endif
   for (; c < K; ++c) {
     const double x = a[c] + b[c];
     sum[c] = x;
-    if (x < lo) { acc[0] += x; ++n; }
+    if (x < lo) { acc[0] += x; ++n; } else if (x <= hi) { band[nb++] = x; }
   }
   n_below = n;
+  n_band = nb;
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 

@@ -35,8 +35,10 @@ struct Deadline {
 };
 
 // sum[c] = a[c] + b[c] for c < K; returns the sum of those below `lo` (added in four lanes, c
-// mod 4, then (0 + 1) + (2 + 3): the same with or without SIMD) and counts them in n_below.
-double sum_below(const double* a, const double* b, double* sum, int64_t K, double lo, int64_t& n_below);
+// mod 4, then (0 + 1) + (2 + 3): the same with or without SIMD) and counts them in n_below; the
+// values in [lo, hi] go to band[0..n_band) in column order.
+double split_sum(const double* a, const double* b, double* sum, int64_t K, double lo, double hi, double* band,
+                 int64_t& n_band, int64_t& n_below);
 
 // Sum of the n largest of m values (independent of how ties are broken).
 double topn_sum(const double* x, int m, int n);
