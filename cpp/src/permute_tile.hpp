@@ -9,8 +9,9 @@
 #include "hinm/permute_rng.hpp"
 
 // Hot loops of the search, also compiled for AVX2 where the toolchain can pick a version at load
-// time (no FMA: the same roundings as the baseline build, so results do not change).
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+// time (no FMA: the same roundings as the baseline build, so results do not change). Needs GCC
+// and glibc's ifunc; elsewhere the baseline build only.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
 #define HINM_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define HINM_SIMD_CLONES
