@@ -73,35 +73,9 @@ TEST(linear_assignment_reduced_start_same_optimum) {
     }
 }
 
-TEST(capacitated_assignment_equals_expanded_assignment) {
-  std::mt19937 rng(5);
-  const int rows = 12, bins = 3;
-  const std::vector<int64_t> cap{5, 4, 3};
-  std::vector<double> c(rows * bins);
-  for (auto& x : c) x = std::uniform_real_distribution<double>(-1, 1)(rng);
-  auto bin = capacitated_assignment(c.data(), rows, bins, cap);
-  std::vector<int64_t> count(bins, 0);
-  double s = 0;
-  for (int r = 0; r < rows; ++r) { count[bin[r]]++; s += c[r * bins + bin[r]]; }
-  CHECK(count == cap);
-  std::vector<double> expanded(rows * rows);  // each bin repeated capacity times
-  for (int r = 0; r < rows; ++r)
-    for (int b = 0, col = 0; b < bins; ++b)
-      for (int k = 0; k < cap[b]; ++k, ++col) expanded[r * rows + col] = c[r * bins + b];
-  auto col = linear_assignment(expanded.data(), rows, rows);
-  double s2 = 0;
-  for (int r = 0; r < rows; ++r) s2 += expanded[r * rows + col[r]];
-  CHECK(std::fabs(s - s2) < 1e-9);
-  CHECK_THROWS(capacitated_assignment(c.data(), rows, bins, {5, 5, 5}), std::invalid_argument);
-}
-
-// Larger, with ties (integer costs): members move along many augmenting paths.
-TEST(capacitated_assignment_optimal_with_ties) {
-  std::mt19937 rng(9);
-  const int rows = 48, bins = 6;
-  const std::vector<int64_t> cap{10, 8, 8, 8, 8, 6};
-  std::vector<double> c(rows * bins);
-  for (auto& x : c) x = double(rng() % 5);
+// capacitated_assignment fills every bin to its capacity at the cost of the plain assignment in
+// which each bin is repeated capacity times.
+static void check_capacitated_is_optimal(const std::vector<double>& c, int rows, int bins, const std::vector<int64_t>& cap) {
   auto bin = capacitated_assignment(c.data(), rows, bins, cap);
   std::vector<int64_t> count(bins, 0);
   double s = 0;
@@ -115,6 +89,24 @@ TEST(capacitated_assignment_optimal_with_ties) {
   double s2 = 0;
   for (int r = 0; r < rows; ++r) s2 += expanded[r * rows + col[r]];
   CHECK(std::fabs(s - s2) < 1e-9);
+}
+
+TEST(capacitated_assignment_equals_expanded_assignment) {
+  std::mt19937 rng(5);
+  const int rows = 12, bins = 3;
+  std::vector<double> c(rows * bins);
+  for (auto& x : c) x = std::uniform_real_distribution<double>(-1, 1)(rng);
+  check_capacitated_is_optimal(c, rows, bins, {5, 4, 3});
+  CHECK_THROWS(capacitated_assignment(c.data(), rows, bins, {5, 5, 5}), std::invalid_argument);
+}
+
+// Larger, with ties (integer costs): members move along many augmenting paths.
+TEST(capacitated_assignment_optimal_with_ties) {
+  std::mt19937 rng(9);
+  const int rows = 48, bins = 6;
+  std::vector<double> c(rows * bins);
+  for (auto& x : c) x = double(rng() % 5);
+  check_capacitated_is_optimal(c, rows, bins, {10, 8, 8, 8, 8, 6});
 }
 
 TEST(balanced_kmeans_gives_equal_clusters) {
