@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="sentence-transformers / transformers folder, or a .safetensors file")
     pr.add_argument("--config", default="hinm:v64:0.5:2:4", help="'hinm:v64:0.5:2:4' (v, vector density, n, m) or '2:4'")
     pr.add_argument("--permute", default="gyro", choices=["gyro", "identity", "random", "channel_swap"])
+    pr.add_argument("--permute-effort", default="default", choices=["default", "fast"],
+                    help="permutation search effort ('fast': several times quicker, most of the gain)")
     pr.add_argument("--calibration", metavar="FILE", help="text file, one calibration sentence per line")
     pr.add_argument("--saliency", choices=["magnitude", "activation", "obs"], default=None,
                     help="default: activation with --calibration, else magnitude")

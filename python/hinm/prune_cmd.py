@@ -112,6 +112,7 @@ def run_prune(args) -> Dict[str, Any]:
             batches, forward = _calibration(model, kind, model_path, _read_calibration(args.calibration))
         teacher = copy.deepcopy(model) if distill_config is not None else None
         report = sparsify_(model, config, targets=args.targets, ignore=args.ignore or (), permute=args.permute,
+                           permute_effort=args.permute_effort,
                            calibration=batches, saliency=args.saliency, reconstruct=bool(args.reconstruct),
                            calibration_forward=forward, calibration_token_mask=_token_mask if batches else None,
                            progress=True)
@@ -161,7 +162,7 @@ def _prune_weights_file(path: Path, config, args) -> Dict[str, Any]:
         t = time.perf_counter()
         scores = w.detach().abs().double()
         ident = make_plan(scores, config)
-        perm = _search(w, config, scores, args.permute, 0, None)
+        perm = _search(w, config, scores, args.permute, 0, None, args.permute_effort)
         plan = ident if perm is None else make_plan(scores, config, perm.row_perm, perm.col_orders)
         out[module + ".hinm"] = compress_weight(w.contiguous(), config, perm, compress_scores(plan, plan.mask))
         rows.append(dict(name=module, shape=list(w.shape), retained_identity=retained(scores, ident.mask),

@@ -25,6 +25,7 @@ from ._plan import Plan, Unstructured, compress_scores, make_plan, parse_any_con
 from .calibration import (LayerStats, capture_inputs, check_batches, collect_stats, default_forward,
                           execution_groups)
 from .pattern import HiNMConfig, NMConfig
+from .permute import EFFORTS
 from .reconstruct import METHODS, reconstruct as reconstruct_layer
 from .saliency import SALIENCIES, saliency as saliency_scores
 
@@ -129,13 +130,14 @@ def _set_module(model: torch.nn.Module, name: str, module: torch.nn.Module) -> N
 
 
 def _search(weight: torch.Tensor, config: Any, scores: torch.Tensor, method: str, seed: int,
-            time_budget: Optional[float]) -> Optional[_Perm]:
+            time_budget: Optional[float], effort: str = "default") -> Optional[_Perm]:
     if method == "identity" or isinstance(config, Unstructured):
         return None
     from .permute import search_permutation
 
     res = search_permutation(weight.detach().float().contiguous(), config, method=method,
-                             scores=scores.float().contiguous(), seed=seed, time_budget=time_budget)
+                             scores=scores.float().contiguous(), seed=seed, time_budget=time_budget,
+                             effort=effort)
     row_perm = getattr(res, "row_perm", None)
     col_orders = getattr(res, "col_orders", None)
     if col_orders is None:
@@ -157,7 +159,7 @@ def _prune_layer(job: _Job, config: Any, opts: dict) -> Tuple[torch.nn.Module, L
     w = job.layer.weight.detach()
     scores = saliency_scores(w, opts["saliency"], job.stats, opts["damp"])
     ident = make_plan(scores, config)
-    perm = _search(w, config, scores, opts["permute"], opts["seed"], opts["time_budget"])
+    perm = _search(w, config, scores, opts["permute"], opts["seed"], opts["time_budget"], opts["permute_effort"])
     plan: Plan = ident if perm is None else make_plan(scores, config, perm.row_perm, perm.col_orders)
     before = after = None
     if opts["reconstruct"]:
@@ -184,7 +186,7 @@ def _prune_layer(job: _Job, config: Any, opts: dict) -> Tuple[torch.nn.Module, L
 
 def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, Unstructured],
               targets: Optional[Sequence[str]] = None, ignore: Sequence[str] = (), permute: str = "gyro",
-              calibration: Optional[Iterable[Any]] = None, saliency: Optional[str] = None,
+              permute_effort: str = "default", calibration: Optional[Iterable[Any]] = None, saliency: Optional[str] = None,
               reconstruct: Union[bool, str] = False, sequential: bool = True, compress: bool = True,
               calibration_forward: Optional[Callable[[torch.nn.Module, Any], Any]] = None,
               calibration_token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
@@ -196,7 +198,9 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
     config: HiNMConfig / NMConfig / pattern string ('hinm:v64:0.5:2:4', '2:4'), or
         'unstructured:0.75' (needs compress=False).
     targets / ignore: regexes on module names (re.search); a target matching no nn.Linear raises.
-    permute: 'gyro' | 'identity' | 'random' | 'channel_swap' (hinm.search_permutation methods).
+    permute: 'gyro' | 'identity' | 'random' | 'channel_swap' (hinm.search_permutation methods);
+        permute_effort: 'default' | 'fast' (search_permutation's effort: 'fast' searches several
+        times quicker and keeps most of the gain).
     calibration: a sequence of model inputs (fed as model(x), model(*x) or model(**x), or through
         `calibration_forward(model, batch)`; `calibration_token_mask(batch)` -> bool [batch, tokens]
         marks real tokens so padding stays out of the statistics; `calibration_stats`, from
@@ -213,6 +217,8 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
         raise ValueError("unstructured sparsity cannot be stored compressed; pass compress=False")
     if permute not in PERMUTE_METHODS:
         raise ValueError(f"permute must be one of {', '.join(PERMUTE_METHODS)}, got {permute!r}")
+    if permute_effort not in EFFORTS:
+        raise ValueError(f"permute_effort must be one of {', '.join(EFFORTS)}, got {permute_effort!r}")
     saliency = saliency or ("activation" if calibration is not None else "magnitude")
     if saliency not in SALIENCIES:
         raise ValueError(f"saliency must be one of {', '.join(SALIENCIES)}, got {saliency!r}")
@@ -232,8 +238,8 @@ def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, U
             log.warning("hinm.sparsify_: skipping %s (%d×%d): %s", name, layer.out_features, layer.in_features, reason)
             skipped.append((name, reason))
             del layers[name]
-    opts = dict(saliency=saliency, permute=permute, reconstruct=method, damp=damp, seed=seed,
-                time_budget=time_budget, compress=compress)
+    opts = dict(saliency=saliency, permute=permute, permute_effort=permute_effort, reconstruct=method, damp=damp,
+                seed=seed, time_budget=time_budget, compress=compress)
     seq = bool(method and sequential and batches is not None)
     if batches is not None and layers:
         groups = execution_groups(model, layers, batches[0], forward) if seq else [list(layers)]

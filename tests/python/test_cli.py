@@ -96,6 +96,15 @@ def test_prune_weights_file(tmp_path, weights_file):
     assert main(["prune", str(weights_file), "--config", "2:4", "--permute", "identity", "-o", str(out)]) == 0
     loaded = hinm.load(out / "model.hinm.safetensors")
     assert isinstance(loaded["a.hinm"], hinm.NMTensor) and torch.equal(loaded["a.bias"], _load(weights_file)["a.bias"])
+    w = _load(weights_file)["a.weight"]
+    cfg = hinm.HiNMConfig(8, 0.5, 2, 4)
+    assert main(["prune", str(weights_file), "--config", "hinm:v8:0.5:2:4", "--permute-effort", "fast",
+                 "-o", str(tmp_path / "fast")]) == 0
+    fast = hinm.load(tmp_path / "fast" / "model.hinm.safetensors")["a.hinm"]
+    res = hinm.search_permutation(w, cfg, seed=0, effort="fast")
+    assert torch.equal(torch.as_tensor(fast.row_perm), torch.as_tensor(res.row_perm))
+    default = hinm.search_permutation(w, cfg, seed=0)  # differs here, so the check above can fail
+    assert not torch.equal(torch.as_tensor(default.row_perm), torch.as_tensor(res.row_perm))
 
 
 def _load(path):

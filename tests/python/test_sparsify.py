@@ -92,6 +92,22 @@ def test_calibration_and_sequential_reconstruction_improve(config):
             assert int(((w.reshape(-1, 8, k) != 0).any(1)).sum(1).max()) <= k // 2 if r % 8 == 0 else True
 
 
+def test_permute_effort_reaches_the_search():
+    torch.manual_seed(3)
+    layer = torch.nn.Linear(64, 64)
+    w0 = layer.weight.detach().clone()
+    cfg = hinm.HiNMConfig(8, 0.5, 2, 4)
+    masks = {}
+    for effort in ("default", "fast"):
+        m = torch.nn.Sequential(copy.deepcopy(layer))
+        sparsify_(m, cfg, permute_effort=effort, compress=False, progress=False)
+        res = hinm.search_permutation(w0, cfg, scores=w0.abs(), effort=effort)
+        plan = make_plan(w0.abs().double(), cfg, torch.as_tensor(res.row_perm), torch.as_tensor(res.col_orders))
+        assert torch.equal(m[0].weight.detach(), w0 * plan.mask)
+        masks[effort] = plan.mask
+    assert not torch.equal(masks["default"], masks["fast"])  # so the check above tells the efforts apart
+
+
 def test_bad_arguments():
     m = Tiny()
     with pytest.raises(ValueError, match="need calibration"):
@@ -100,6 +116,8 @@ def test_bad_arguments():
         sparsify_(m, "unstructured:0.5", progress=False)
     with pytest.raises(ValueError, match="permute must be"):
         sparsify_(m, "2:4", permute="sideways", progress=False)
+    with pytest.raises(ValueError, match="permute_effort must be"):
+        sparsify_(m, "2:4", permute_effort="slow", progress=False)
     with pytest.raises(ValueError, match="calibration is empty"):
         sparsify_(m, "2:4", calibration=[], progress=False)
     with pytest.raises(ValueError, match="width 16"):
