@@ -113,6 +113,36 @@ def run_official(perms, w: np.ndarray, cfg) -> tuple:
     return retained, secs
 
 
+def layer_line(r: dict) -> str:
+    line = (f"{r['config']:22s} {r['layer']:48s} id {r['identity']:.4f} rnd {r['random']:.4f} gyro {r['gyro']:.4f} "
+            f"unst {r['unstructured']:.4f} gap {r['gap_closed']:.3f} {r['seconds']:.2f}s (cpu {r['cpu_seconds']:.2f}s)")
+    if "official" in r:
+        line += (f" | official {r['official']:.4f} gap {r['official_gap_closed']:.3f} {r['official_seconds']:.2f}s, "
+                 f"{r['speedup_vs_official']:.1f}x | fast {r['fast']:.4f} {r['fast_seconds']:.3f}s, "
+                 f"{r['fast_speedup_vs_official']:.1f}x")
+    return line
+
+
+def official_summary(rows: list, summary: dict) -> None:
+    """Per config: the official mean gap closed; for the default search and effort='fast', the
+    layers keeping less than the official search and the speedup over it (min, geomean)."""
+    print("\nvs official: its mean gap closed; for default and effort='fast': layers keeping less than it, "
+          "speedup over it (min, geomean)")
+    for cfg in CONFIGS:
+        sel = [r for r in rows if r["config"] == str(cfg)]
+        entry = {"official_mean_gap_closed": float(np.mean([r["official_gap_closed"] for r in sel]))}
+        line = f"{str(cfg):22s}  {entry['official_mean_gap_closed']:.3f}"
+        for label, key, speed_key in (("default", "gyro", "speedup_vs_official"), ("fast", "fast", "fast_speedup_vs_official")):
+            speed = [r[speed_key] for r in sel]
+            worse = sum(r[key] < r["official"] for r in sel)
+            geo = float(np.exp(np.mean(np.log(speed))))
+            entry.update({f"{label}_layers_below_official": worse, f"{label}_min_speedup_vs_official": float(np.min(speed)),
+                          f"{label}_geomean_speedup_vs_official": geo})
+            line += f"  {label}: {worse} of {len(sel)} below, {np.min(speed):.1f}x / {geo:.1f}x"
+        summary[str(cfg)].update(entry)
+        print(line)
+
+
 def apex_matrix() -> dict:
     np.random.seed(1)
     w = np.random.rand(128, 64)
@@ -150,12 +180,7 @@ def main() -> None:
             r = run_layer(layers[name], cfg, args.budget, official)
             r.update(layer=name, config=str(cfg), shape=list(layers[name].shape))
             rows.append(r)
-            print(f"{str(cfg):22s} {name:48s} id {r['identity']:.4f} rnd {r['random']:.4f} gyro {r['gyro']:.4f} "
-                  f"unst {r['unstructured']:.4f} gap {r['gap_closed']:.3f} {r['seconds']:.2f}s "
-                  f"(cpu {r['cpu_seconds']:.2f}s)" + (f" | official {r['official']:.4f} gap {r['official_gap_closed']:.3f} "
-                                                        f"{r['official_seconds']:.2f}s, {r['speedup_vs_official']:.1f}x | fast "
-                                                        f"{r['fast']:.4f} {r['fast_seconds']:.3f}s, {r['fast_speedup_vs_official']:.1f}x"
-                                                        if official else ""), flush=True)
+            print(layer_line(r), flush=True)
     summary = {}
     print("\nconfig                  mean gap closed  min    max    mean s/layer  max s/layer  max cpu s/layer")
     for cfg in CONFIGS:
@@ -168,21 +193,7 @@ def main() -> None:
                              "max_seconds": float(np.max(t)), "max_cpu_seconds": float(np.max(cpu))}
         print(f"{str(cfg):22s}  {np.mean(g):15.3f}  {np.min(g):.3f}  {np.max(g):.3f}  {np.mean(t):12.2f}  {np.max(t):10.2f}  {np.max(cpu):14.2f}")
     if official is not None:
-        print("\nvs official: its mean gap closed; for default and effort='fast': layers keeping less than it, "
-              "speedup over it (min, geomean)")
-        for cfg in CONFIGS:
-            sel = [r for r in rows if r["config"] == str(cfg)]
-            entry = {"official_mean_gap_closed": float(np.mean([r["official_gap_closed"] for r in sel]))}
-            line = f"{str(cfg):22s}  {entry['official_mean_gap_closed']:.3f}"
-            for label, key, speed_key in (("default", "gyro", "speedup_vs_official"), ("fast", "fast", "fast_speedup_vs_official")):
-                speed = [r[speed_key] for r in sel]
-                worse = sum(r[key] < r["official"] for r in sel)
-                geo = float(np.exp(np.mean(np.log(speed))))
-                entry.update({f"{label}_layers_below_official": worse, f"{label}_min_speedup_vs_official": float(np.min(speed)),
-                              f"{label}_geomean_speedup_vs_official": geo})
-                line += f"  {label}: {worse} of {len(sel)} below, {np.min(speed):.1f}x / {geo:.1f}x"
-            summary[str(cfg)].update(entry)
-            print(line)
+        official_summary(rows, summary)
     # Plain 2:4 on the square layers.
     nm_rows = []
     for name in names:
