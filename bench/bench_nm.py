@@ -53,9 +53,9 @@ def main() -> None:
             fns.update(hinm_f32=lambda: hinm.linear(x, t32, out=y), hinm_f16=lambda: hinm.linear(x, t16, out=y),
                        hinm_packed=lambda: hinm.linear(x, packed, out=y))
             samples = common.timeit_rounds(fns, rounds=args.rounds)
-            row = {"shape": f"{r}x{k}", "batch": b, "rounds_us": {n_: [t * 1e6 for t in ts] for n_, ts in samples.items()}}
+            row = {"shape": f"{r}x{k}", "batch": b, "rounds_us": {cand: [t * 1e6 for t in ts] for cand, ts in samples.items()}}
             row.update({f"{name}_us": statistics.median(t) * 1e6 for name, t in samples.items()})
-            row.update({f"speedup_{name[5:]}": common.round_ratio(samples, dense, name)
+            row.update({f"speedup_{name.removeprefix('hinm_')}": common.round_ratio(samples, dense, name)
                         for name in ("hinm_f32", "hinm_f16", "hinm_packed")})
             rows.append(row)
             print(f"  {r}x{k} batch {b} done", flush=True)
