@@ -186,13 +186,14 @@ def _prune_layer(job: _Job, config: Any, opts: dict) -> Tuple[torch.nn.Module, L
 
 def sparsify_(model: torch.nn.Module, config: Union[str, NMConfig, HiNMConfig, Unstructured],
               targets: Optional[Sequence[str]] = None, ignore: Sequence[str] = (), permute: str = "gyro",
-              permute_effort: str = "default", calibration: Optional[Iterable[Any]] = None, saliency: Optional[str] = None,
+              calibration: Optional[Iterable[Any]] = None, saliency: Optional[str] = None,
               reconstruct: Union[bool, str] = False, sequential: bool = True, compress: bool = True,
               calibration_forward: Optional[Callable[[torch.nn.Module, Any], Any]] = None,
               calibration_token_mask: Optional[Callable[[Any], torch.Tensor]] = None,
               calibration_stats: Optional[Dict[str, LayerStats]] = None,
               damp: float = 0.01, seed: int = 0, time_budget: Optional[float] = None,
-              threads: Optional[int] = None, progress: bool = True, fold_permutations: bool = True) -> SparsifyReport:
+              threads: Optional[int] = None, progress: bool = True, fold_permutations: bool = True,
+              permute_effort: str = "default") -> SparsifyReport:
     """Prune `model`'s nn.Linear layers in place; returns a per-layer SparsifyReport.
 
     config: HiNMConfig / NMConfig / pattern string ('hinm:v64:0.5:2:4', '2:4'), or
