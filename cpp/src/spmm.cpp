@@ -534,12 +534,17 @@ int64_t rows_pack_size(const HiNMView& w) {
   return w.slots() / detail::kPackRows * (w.compressed_cols() / 16) * detail::kPackRows * 16;
 }
 
+int64_t rows_pack_position_bytes(const HiNMView& w) {
+  return detail::pack_positions_2bit(w.pattern.m) ? rows_pack_size(w) / 4 : rows_pack_size(w);
+}
+
 void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
   check_view(w);
   const int64_t size = rows_pack_size(w);
   if (size == 0) return;
   const int64_t steps = w.compressed_cols() / 16, blocks = w.slots() / detail::kPackRows;
   const size_t esize = size_t(dtype_size(w.values.dtype));
+  const bool two_bit = detail::pack_positions_2bit(w.pattern.m);
   parallel_for(blocks, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b)
       for (int64_t q = 0; q < steps; ++q)
@@ -547,7 +552,14 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
           const int64_t s = b * detail::kPackRows + i, at = ((b * steps + q) * detail::kPackRows + i) * 16;
           const char* src = static_cast<const char*>(w.values.data) + (s * w.values.stride + q * 16) * int64_t(esize);
           std::memcpy(static_cast<char*>(values) + at * int64_t(esize), src, 16 * esize);
-          std::memcpy(positions + at, w.positions.row<const uint8_t>(s) + q * 16, 16);
+          const uint8_t* pos = w.positions.row<const uint8_t>(s) + q * 16;
+          if (!two_bit) {
+            std::memcpy(positions + at, pos, 16);
+            continue;
+          }
+          uint32_t word = 0;
+          for (int e = 0; e < 16; ++e) word |= uint32_t(pos[e] & 3u) << (2 * e);
+          for (int k = 0; k < 4; ++k) positions[at / 4 + k] = uint8_t(word >> (8 * k));  // little-endian
         }
   });
 }

@@ -2,6 +2,7 @@
 // avx512f/bw/vl, see spmm.cpp).
 #include "spmm_kernels.hpp"
 
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 
@@ -134,7 +135,8 @@ HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
 // values without masks; the last partial step (cnt % 16 values) is masked. PACKED: the whole
 // steps come from the rows pack (a.pvals / a.ppos, rows r0.. inside one block of 8 slots), one
 // stream for all RB rows instead of one per row; the partial step from the weight's own arrays.
-template <class T, bool BF16, int RB, int B, bool PF, bool PACKED = false>
+// POS2: the pack's positions are 2-bit fields (m <= 4), a step's 16 in one uint32.
+template <class T, bool BF16, int RB, int B, bool PF, bool PACKED = false, bool POS2 = false>
 HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
   __m512 acc[RB][B];
 #pragma GCC unroll 16
@@ -143,6 +145,7 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     for (int b = 0; b < B; ++b) acc[i][b] = _mm512_setzero_ps();
   const T* vp[RB];
   const uint8_t* pp[RB];
+  const uint8_t* wp[RB] = {};  // POS2: the rows' position words, 4 bytes a step (value q: wp[i] + q / 4)
   // Elements from one step of 16 values of a row to the next: 16 along a row, or a whole block
   // (kPackRows rows x 16) in the pack.
   constexpr int64_t step = PACKED ? kPackRows * 16 : 16;
@@ -153,6 +156,7 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     for (int i = 0; i < RB; ++i) {
       vp[i] = static_cast<const T*>(a.pvals) + at + i * 16;
       pp[i] = a.ppos + at + i * 16;
+      wp[i] = a.ppos + (at + i * 16) / 4;
     }
   } else {
 #pragma GCC unroll 16
@@ -162,6 +166,10 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     }
   }
   const int64_t whole = a.cnt & ~int64_t(15);
+  // POS2 decode: lane e takes bits 2e..2e+1 of the step's word; base's bits lie above them
+  // (multiples of m = 2 or 4), so (word >> 2e) & 3 | base is the permute index in one ternlog.
+  const __m512i lane_shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i low2 = _mm512_set1_epi32(3);
   for (int64_t j = 0, q = 0; j < whole; j += 16, q += step) {
     __m512 xlo[B], xhi[B];
 #pragma GCC unroll 4
@@ -178,8 +186,16 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
         _mm_prefetch(reinterpret_cast<const char*>(vp[i] + j + RB * a.vals_stride), _MM_HINT_T1);
         if ((j & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(pp[i] + j + RB * a.pos_stride), _MM_HINT_T1);
       }
-      const __m512i idx = _mm512_add_epi32(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pp[i] + q))), base);
+      __m512i idx;
+      if constexpr (POS2) {
+        uint32_t bits;
+        std::memcpy(&bits, wp[i] + (q >> 2), 4);  // any alignment (the caller's array)
+        const __m512i word = _mm512_set1_epi32(int(bits));
+        idx = _mm512_ternarylogic_epi32(_mm512_srlv_epi32(word, lane_shift), low2, base, 0xEA);  // (a & b) | c
+      } else {
+        idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pp[i] + q))),
+                               base);
+      }
       const __m512 wv = load16<T, BF16>(vp[i] + q);
 #pragma GCC unroll 4
       for (int b = 0; b < B; ++b)
@@ -226,8 +242,12 @@ HINM_AVX512 void rows_b(const RowsArgs& a) {
     if (a.pvals && !a.prefetch) {
       constexpr int PRB = B == 1 ? kPackRows : kPackRows / 2;
       for (; r < a.rows && (a.slot0 + r) % kPackRows != 0; ++r) rows_perm_rb<T, BF16, 1, B, false>(a, r, base);
+      const bool pos2 = pack_positions_2bit(a.m);
       for (; r + kPackRows <= a.rows; r += kPackRows)
-        for (int h = 0; h < kPackRows; h += PRB) rows_perm_rb<T, BF16, PRB, B, false, true>(a, r + h, base);
+        for (int h = 0; h < kPackRows; h += PRB) {
+          if (pos2) rows_perm_rb<T, BF16, PRB, B, false, true, true>(a, r + h, base);
+          else rows_perm_rb<T, BF16, PRB, B, false, true>(a, r + h, base);
+        }
     }
     if (a.prefetch) {
       for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, true>(a, r, base);

@@ -71,6 +71,8 @@ struct RowsArgs {
 
 // Slots per block of the rows pack.
 constexpr int kPackRows = 8;
+// The rows pack stores positions in 2 bits (16 to a uint32) for these patterns (m == 2n).
+inline bool pack_positions_2bit(int m) { return m <= 4; }
 
 // The rows kernel reads positions directly (no masks) for these patterns.
 inline bool rows_uses_positions(int n, int m) { return m == 2 * n && 16 % n == 0; }

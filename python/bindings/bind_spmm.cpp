@@ -1,3 +1,5 @@
+#include <nanobind/stl/pair.h>
+
 #include "common.hpp"
 #include "hinm/spmm.hpp"
 
@@ -47,20 +49,21 @@ struct SpmmWeight {
   const hinm::RowsPack* pack_ptr() const { return pack.values ? &pack : nullptr; }
 };
 
-// The rows pack of w from its two arrays (1-D, contiguous, rows_pack_size(w) entries; values of
-// w's dtype), checked here: the kernels read it without bounds checks.
+// The rows pack of w from its two arrays (1-D, contiguous: rows_pack_size(w) values of w's dtype,
+// rows_pack_position_bytes(w) uint8), checked here: the kernels read it without bounds checks.
 template <class A>
 hinm::RowsPack rows_pack(const hinm::HiNMView& w, const std::optional<A>& values, const std::optional<A>& positions) {
   if (!values && !positions) return {};
   if (!values || !positions) throw nb::value_error("rows pack: need both pack_values and pack_indices");
-  const int64_t size = hinm::rows_pack_size(w);
+  const int64_t size = hinm::rows_pack_size(w), pos_bytes = hinm::rows_pack_position_bytes(w);
   auto vm = as_matrix(*values, "pack_values");
   auto pm = as_matrix(*positions, "pack_indices");
   if (vm.dtype != w.values.dtype) throw nb::type_error("pack_values: dtype differs from the weight's values");
   hinm::require(pm, "pack_indices", hinm::DType::u8);
-  for (const auto* a : {&vm, &pm})
-    if (a->rows != 1 || a->cols != size)  // as_matrix: a 1-D array is one contiguous row
-      throw nb::value_error(("rows pack: expected 1-D contiguous arrays of " + std::to_string(size) + " entries").c_str());
+  // as_matrix: a 1-D array is one contiguous row
+  if (vm.rows != 1 || vm.cols != size || pm.rows != 1 || pm.cols != pos_bytes)
+    throw nb::value_error(("rows pack: expected 1-D contiguous arrays of " + std::to_string(size) + " values and " +
+                           std::to_string(pos_bytes) + " position bytes").c_str());
   return {vm.data, static_cast<const uint8_t*>(pm.data)};
 }
 
@@ -86,7 +89,8 @@ void bind_spmm(nb::module_& m) {
   m.def("rows_pack_size", [](InArray values, InArray positions, std::optional<InArray> col_idx,
                              std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
                              int mm) {
-    return hinm::rows_pack_size(make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm));
+    const auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    return std::make_pair(hinm::rows_pack_size(w), hinm::rows_pack_position_bytes(w));
   }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
      nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"));
 

@@ -274,19 +274,20 @@ def prepack(w: Any) -> PrepackedWeight:
     the few-activation CPU kernels read fastest: for every block of 8 rows, each step of 16 values
     of all 8 rows stored together (one memory stream instead of 16 short ones; batch-1 products
     ~15-25% faster on weights larger than the L2 cache). Patterns with m = 2n on AVX-512 machines
-    use it; elsewhere the result behaves exactly like w. The copy costs the weight's value and
-    index memory once more, and it is not updated: after editing w's arrays in place, prepack
+    use it; elsewhere the result behaves exactly like w. The copy costs the weight's value memory
+    once more, plus its index memory (a quarter of it for 1:2 and 2:4, whose positions are packed
+    in 2 bits), and it is not updated: after editing w's arrays in place, prepack
     again (the old copy would give results mixing old and new values)."""
     if isinstance(w, PrepackedWeight):
         return w
     parts = _weight(w)
     if is_cuda(parts.values):
         raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")
-    size = int(_C.rows_pack_size(*parts.args()))
+    size, position_bytes = (int(s) for s in _C.rows_pack_size(*parts.args()))
     pack_values = pack_indices = None
     if size > 0:
         pack_values = empty((size,), dtype_name(parts.values), parts.values)
-        pack_indices = empty((size,), "uint8", parts.values)
+        pack_indices = empty((position_bytes,), "uint8", parts.values)
         _C.pack_rows(*parts.args(), pack_values, pack_indices)
     p = _Prepared()
     p.weight = _C.spmm_weight(*parts.args(), _masks(w, parts), pack_values, pack_indices)

@@ -171,10 +171,11 @@ TEST(rows_pack_gives_the_same_bits) {
     const HiNMView w = c.view();
     const int64_t size = rows_pack_size(w);
     CHECK(size == w.slots() / 8 * (66 / 16) * 128);
+    CHECK(rows_pack_position_bytes(w) == size / 4);  // 2:4: 2-bit positions
     std::vector<char> pv(size_t(size) * size_t(dtype_size(dt)));
-    std::vector<uint8_t> pp(static_cast<size_t>(size));
-    pack_rows(w, pv.data(), pp.data());
-    const RowsPack pack{pv.data(), pp.data()};
+    std::vector<uint8_t> pp(static_cast<size_t>(size / 4 + 1));
+    pack_rows(w, pv.data(), pp.data() + 1);  // positions at an odd address: read bytewise-safe
+    const RowsPack pack{pv.data(), pp.data() + 1};
     for (int64_t N : {1, 3, 4, 12, 20}) {
       std::vector<float> x(size_t(N * c.K)), plain(size_t(N * c.R)), packed(size_t(N * c.R));
       for (auto& e : x) e = std::uniform_real_distribution<float>(-1, 1)(rng);
@@ -186,6 +187,8 @@ TEST(rows_pack_gives_the_same_bits) {
   }
   Case c14 = make_case(rng, 40, 64, 16, {1, 4}, 64, DType::f32, false);
   CHECK(rows_pack_size(c14.view()) == 0);  // no pack for m != 2n
+  Case c48 = make_case(rng, 40, 64, 16, {4, 8}, 64, DType::f32, false);
+  CHECK(rows_pack_position_bytes(c48.view()) == rows_pack_size(c48.view()));  // byte positions for m > 4
 }
 
 TEST(spmm_rejects_bad_inputs) {

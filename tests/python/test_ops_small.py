@@ -214,12 +214,16 @@ def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng, monkeypatch):
 def test_rows_pack_arrays_are_checked(rng):
     w, _ = make_hinm(rng, 64, 64, 16, 2, 4, kept=32)
     parts = ops._weight(w)
-    size = int(_C.rows_pack_size(*parts.args()))
-    assert size == 64 // 8 * (16 // 16) * 128
-    good_v, good_i = np.zeros(size, np.float32), np.zeros(size, np.uint8)
-    with pytest.raises(ValueError, match=f"1-D contiguous arrays of {size} entries"):
-        _C.spmm_weight(*parts.args(), None, good_v[:-1], good_i[:-1])
+    size, position_bytes = _C.rows_pack_size(*parts.args())
+    assert (size, position_bytes) == (64 // 8 * (16 // 16) * 128, 64 // 8 * (16 // 16) * 128 // 4)  # 2-bit positions
+    good_v, good_i = np.zeros(size, np.float32), np.zeros(position_bytes, np.uint8)
+    message = f"1-D contiguous arrays of {size} values and {position_bytes} position bytes"
+    for values, positions in ((good_v[:-1], good_i), (good_v, good_i[:-1]), (good_v, np.zeros(size, np.uint8))):
+        with pytest.raises(ValueError, match=message):
+            _C.spmm_weight(*parts.args(), None, values, positions)
     with pytest.raises(TypeError, match="dtype differs"):
         _C.spmm_weight(*parts.args(), None, good_v.astype(np.float16), good_i)
     with pytest.raises(ValueError, match="need both"):
         _C.spmm_weight(*parts.args(), None, good_v, None)
+    w48, _ = make_hinm(rng, 64, 64, 16, 4, 8, kept=32)
+    assert tuple(_C.rows_pack_size(*ops._weight(w48).args())) == (size, size)  # byte positions for m > 4
