@@ -553,12 +553,16 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
           const char* src = static_cast<const char*>(w.values.data) + (s * w.values.stride + q * 16) * int64_t(esize);
           std::memcpy(static_cast<char*>(values) + at * int64_t(esize), src, 16 * esize);
           const uint8_t* pos = w.positions.row<const uint8_t>(s) + q * 16;
+          for (int e = 0; e < 16; ++e)  // the kernels index activations with them unchecked
+            if (pos[e] >= w.pattern.m)
+              throw std::invalid_argument("weight positions: slot " + std::to_string(s) + ", value " +
+                                          std::to_string(q * 16 + e) + ": positions must be < m");
           if (!two_bit) {
             std::memcpy(positions + at, pos, 16);
             continue;
           }
           uint32_t word = 0;
-          for (int e = 0; e < 16; ++e) word |= uint32_t(pos[e] & 3u) << (2 * e);
+          for (int e = 0; e < 16; ++e) word |= uint32_t(pos[e]) << (2 * e);
           for (int k = 0; k < 4; ++k) positions[at / 4 + k] = uint8_t(word >> (8 * k));  // little-endian
         }
   });

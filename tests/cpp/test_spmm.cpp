@@ -189,6 +189,19 @@ TEST(rows_pack_gives_the_same_bits) {
   CHECK(rows_pack_size(c14.view()) == 0);  // no pack for m != 2n
   Case c48 = make_case(rng, 40, 64, 16, {4, 8}, 64, DType::f32, false);
   CHECK(rows_pack_position_bytes(c48.view()) == rows_pack_size(c48.view()));  // byte positions for m > 4
+  for (int m : {4, 8}) {  // a position >= m would index activations out of the group: refused
+    Case bad = make_case(rng, 16, 64, 16, {m / 2, m}, 64, DType::f32, false);
+    HiNMView bw = bad.view();
+    const_cast<uint8_t*>(bw.positions.row<const uint8_t>(9))[17] = uint8_t(m);
+    std::vector<float> pv(size_t(rows_pack_size(bw)));
+    std::vector<uint8_t> pp(size_t(rows_pack_position_bytes(bw)));
+    try {
+      pack_rows(bw, pv.data(), pp.data());
+      CHECK(!"position >= m accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("slot 9, value 17: positions must be < m") != std::string::npos);
+    }
+  }
 }
 
 TEST(spmm_rejects_bad_inputs) {
