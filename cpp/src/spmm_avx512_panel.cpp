@@ -105,6 +105,7 @@ HINM_AVX512 void pattern(const PanelArgs& a) {
   switch (a.nb) {
     case 8: return lanes<Ymm, 1, N, M>(a);
     case 16: return lanes<Zmm, 1, N, M>(a);
+    case 24: return lanes<Ymm, 3, N, M>(a);
     case 32: return lanes<Zmm, 2, N, M>(a);
     case 48: return lanes<Zmm, 3, N, M>(a);
     case 64: return lanes<Zmm, 4, N, M>(a);
@@ -120,11 +121,17 @@ HINM_AVX512 void panel_pos(const PanelArgs& a) {
 // dst column c (nb floats) = src row (cols ? cols[c] : c), lanes >= valid zero.
 HINM_AVX512 void gather(const GatherArgs& g) {
   const int nb = g.nb;
-  if (nb == 8) {
-    const __mmask8 mask = __mmask8((1u << g.valid) - 1u);
+  if (nb % 16) {  // 8 or 24 lanes: 256-bit pieces
+    const int vecs = nb / 8;
+    __mmask8 masks[3];
+    for (int w = 0; w < vecs; ++w) {
+      const int left = g.valid - 8 * w;
+      masks[w] = left >= 8 ? __mmask8(0xff) : left <= 0 ? __mmask8(0) : __mmask8((1u << left) - 1u);
+    }
     for (int64_t c = 0; c < g.count; ++c) {
       const float* s = g.src + (g.cols ? int64_t(g.cols[c]) : c) * g.src_stride;
-      _mm256_storeu_ps(g.dst + c * 8, _mm256_maskz_loadu_ps(mask, s));
+      float* d = g.dst + c * nb;
+      for (int w = 0; w < vecs; ++w) _mm256_storeu_ps(d + 8 * w, _mm256_maskz_loadu_ps(masks[w], s + 8 * w));
     }
     return;
   }

@@ -1,5 +1,5 @@
 """The "panel" path of hinm.linear / hinm.spmm (batches past the few-activation kernels) against a
-float64 reference: batch sizes on both sides of every lane-block width (8, 16, 32, 48, 64) and of
+float64 reference: batch sizes on both sides of every lane-block width (8, 16, 24, 32, 48, 64) and of
 two blocks, K long enough for several panel chunks, rows that leave partial row blocks, patterns
 whose m is not a power of two, converted value dtypes, strided x, and every CPU kernel variant."""
 
@@ -10,7 +10,7 @@ import hinm
 from hinm import _C
 from test_ops import check_close, make_hinm
 
-BATCHES = (5, 8, 9, 16, 17, 33, 48, 49, 64, 65, 129)
+BATCHES = (5, 8, 9, 16, 17, 24, 25, 33, 48, 49, 64, 65, 129)
 
 
 @pytest.fixture(params=["", "avx2", "generic"], ids=["best", "avx2", "generic"])
