@@ -144,7 +144,7 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
 #pragma GCC unroll 4
     for (int b = 0; b < B; ++b) acc[i][b] = _mm512_setzero_ps();
   const T* vp[RB];
-  const uint8_t* pp[RB];
+  const uint8_t* pp[RB] = {};
   const uint8_t* wp[RB] = {};  // POS2: the rows' position words, 4 bytes a step (value q: wp[i] + q / 4)
   // Elements from one step of 16 values of a row to the next: 16 along a row, or a whole block
   // (kPackRows rows x 16) in the pack.
@@ -155,8 +155,8 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) {
       vp[i] = static_cast<const T*>(a.pvals) + at + i * 16;
-      pp[i] = a.ppos + at + i * 16;
-      wp[i] = a.ppos + (at + i * 16) / 4;
+      if constexpr (POS2) wp[i] = a.ppos + (at + i * 16) / 4;
+      else pp[i] = a.ppos + at + i * 16;
     }
   } else {
 #pragma GCC unroll 16
