@@ -86,7 +86,7 @@ void bind_spmm(nb::module_& m) {
      nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
      nb::arg("masks").none(), nb::arg("pack_values").none() = nb::none(), nb::arg("pack_indices").none() = nb::none());
 
-  m.def("rows_pack_size", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+  m.def("rows_pack_sizes", [](InArray values, InArray positions, std::optional<InArray> col_idx,
                              std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept, int n,
                              int mm) {
     const auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);

@@ -283,7 +283,7 @@ def prepack(w: Any) -> PrepackedWeight:
     parts = _weight(w)
     if is_cuda(parts.values):
         raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")
-    size, position_bytes = (int(s) for s in _C.rows_pack_size(*parts.args()))
+    size, position_bytes = (int(s) for s in _C.rows_pack_sizes(*parts.args()))
     pack_values = pack_indices = None
     if size > 0:
         pack_values = empty((size,), dtype_name(parts.values), parts.values)

@@ -214,7 +214,7 @@ def test_prepack_follows_edits_when_redone_and_keeps_the_api(rng, monkeypatch):
 def test_rows_pack_arrays_are_checked(rng):
     w, _ = make_hinm(rng, 64, 64, 16, 2, 4, kept=32)
     parts = ops._weight(w)
-    size, position_bytes = _C.rows_pack_size(*parts.args())
+    size, position_bytes = _C.rows_pack_sizes(*parts.args())
     assert (size, position_bytes) == (64 // 8 * (16 // 16) * 128, 64 // 8 * (16 // 16) * 128 // 4)  # 2-bit positions
     good_v, good_i = np.zeros(size, np.float32), np.zeros(position_bytes, np.uint8)
     message = f"1-D contiguous arrays of {size} values and {position_bytes} position bytes"
@@ -226,7 +226,7 @@ def test_rows_pack_arrays_are_checked(rng):
     with pytest.raises(ValueError, match="need both"):
         _C.spmm_weight(*parts.args(), None, good_v, None)
     w48, _ = make_hinm(rng, 64, 64, 16, 4, 8, kept=32)
-    assert tuple(_C.rows_pack_size(*ops._weight(w48).args())) == (size, size)  # byte positions for m > 4
+    assert tuple(_C.rows_pack_sizes(*ops._weight(w48).args())) == (size, size)  # byte positions for m > 4
     w.indices[3, 5] = 4  # corrupted: a 2:4 position must be < 4
     with pytest.raises(ValueError, match="slot 3, value 5: positions must be < m"):
         hinm.prepack(w)
