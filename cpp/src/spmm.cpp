@@ -545,6 +545,15 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
   const int64_t size = rows_pack_size(w);
   if (size == 0) return;
   const int64_t steps = w.compressed_cols() / 16, blocks = w.slots() / detail::kPackRows;
+  // The kernels index activations with the packed positions unchecked. Checked here first, in
+  // slot order, so the error names the first bad position whatever the thread count.
+  for (int64_t s = 0; s < blocks * detail::kPackRows; ++s) {
+    const uint8_t* pos = w.positions.row<const uint8_t>(s);
+    for (int64_t j = 0; j < steps * 16; ++j)
+      if (pos[j] >= w.pattern.m)
+        throw std::invalid_argument("weight positions: slot " + std::to_string(s) + ", value " + std::to_string(j) +
+                                    ": positions must be < m");
+  }
   const size_t esize = size_t(dtype_size(w.values.dtype));
   const bool two_bit = detail::pack_positions_2bit(w.pattern.m);
   parallel_for(blocks, 16, [&](int64_t b0, int64_t b1) {
@@ -555,10 +564,6 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
           const char* src = static_cast<const char*>(w.values.data) + (s * w.values.stride + q * 16) * int64_t(esize);
           std::memcpy(static_cast<char*>(values) + at * int64_t(esize), src, 16 * esize);
           const uint8_t* pos = w.positions.row<const uint8_t>(s) + q * 16;
-          for (int e = 0; e < 16; ++e)  // the kernels index activations with them unchecked
-            if (pos[e] >= w.pattern.m)
-              throw std::invalid_argument("weight positions: slot " + std::to_string(s) + ", value " +
-                                          std::to_string(q * 16 + e) + ": positions must be < m");
           if (!two_bit) {
             std::memcpy(positions + at, pos, 16);
             continue;
