@@ -4,7 +4,7 @@ contiguous inputs. torch is imported only when the caller passes a torch tensor.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -80,6 +80,15 @@ def from_numpy(a: np.ndarray, like: Any) -> Any:
     return a
 
 
+def numpy_to_torch(a: np.ndarray) -> Any:
+    """A numpy array as a contiguous torch tensor: sharing its memory when writeable, else a copy
+    (torch has no read-only tensors; hinm's own index arrays are read-only)."""
+    import torch
+
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def to_numpy(x: Any) -> np.ndarray:
     if is_torch(x):
         if dtype_name(x) == "bfloat16":
@@ -93,6 +102,43 @@ def contiguous(x: Any) -> Any:
     if is_torch(x):
         return x.contiguous()
     return np.ascontiguousarray(x)
+
+
+# --- edits in place and cached derived data ----------------------------------------------------
+# The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
+# so they must see when an array may have been edited in place since.
+
+def edit_token(a: Any) -> Optional[tuple]:
+    """What changes when `a` is edited in place: torch's version counter (shared by its views and
+    detached aliases); for a numpy array, a constant when it is read-only all the way to the memory's
+    owner, else None: an edit could not be seen, so data derived from `a` must not be kept."""
+    if type(a) is not np.ndarray and is_torch(a):
+        return ("torch", a._version)
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return None
+        a = a.base
+        if a is None:
+            return _READ_ONLY
+    return _READ_ONLY if isinstance(a, bytes) else None
+
+
+_READ_ONLY = ("read-only",)
+
+
+def freeze(a: Any) -> Any:
+    """A numpy array the caller just allocated, made read-only (torch tensors carry a version
+    counter instead and come back as they are)."""
+    if isinstance(a, np.ndarray):
+        a.flags.writeable = False
+    return a
+
+
+def frozen(a: Any) -> Any:
+    """`a` itself when edits to it can be seen (edit_token is not None), else a read-only copy."""
+    if edit_token(a) is not None:
+        return a
+    return freeze(np.array(a, copy=True))
 
 
 def require_2d(x: Any, name: str) -> None:

@@ -5,7 +5,9 @@ CUDA")`` in CPU-only builds.
 The weight (a 2:4 ``NMTensor`` or a 2:4 HiNM tensor with float16/bfloat16 values) is converted
 once per device into the kernel's device-ready layout (fragment-ordered values + lane words, see
 cpp/include/hinm/cuda_layout.hpp) by the C++ core on the CPU, moved with ``.to(device)`` and
-cached on the weight object. The kernel runs on torch's current stream."""
+cached on the weight object while its arrays are unchanged (torch version counters, read-only
+numpy arrays; writeable numpy arrays are converted again at every call). The kernel runs on
+torch's current stream."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import _C
+from ._arrays import edit_token, numpy_to_torch
 
 log = logging.getLogger("hinm")
 
@@ -23,6 +26,7 @@ CUDA_DTYPES = ("float16", "bfloat16")
 
 _cache_lock = threading.Lock()
 _cache: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_warned_uncached = False
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,7 @@ def _as_torch_cpu(a: Any) -> Any:
     torch = _torch()
     if isinstance(a, torch.Tensor):
         return a.detach().to("cpu").contiguous()
-    import numpy as np
-
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return numpy_to_torch(a)
 
 
 def _pattern(w: Any) -> tuple:
@@ -102,6 +104,27 @@ def _canonical(w: Any) -> _Canonical:
         v = max(rows, 1)
     kept = int(values.shape[1]) * 2
     return _Canonical(values, positions, rows, cols, int(v), kept, col_idx, row_perm)
+
+
+def _edit_state(w: Any) -> Optional[tuple]:
+    """w's arrays and their edit tokens (see _arrays.edit_token), or None when an edit in place
+    of one of them could not be seen (the device layout must then not be kept)."""
+    arrays = tuple(getattr(w, name, None) for name in ("values", "indices", "positions", "col_idx", "row_perm"))
+    tokens = tuple(() if a is None else edit_token(a) for a in arrays)
+    return None if None in tokens else (arrays, tokens)
+
+
+def _unchanged(state: Optional[tuple], now: Optional[tuple]) -> bool:
+    return state is not None and now is not None and state[1] == now[1] and \
+        all(a is b for a, b in zip(state[0], now[0]))
+
+
+def _warn_uncached(w: Any) -> None:
+    global _warned_uncached
+    if not _warned_uncached:
+        _warned_uncached = True
+        log.warning("hinm: a %s with writeable numpy arrays: its device layout is rebuilt at every call (edits "
+                    "in place could not be seen); use torch tensors or read-only arrays", type(w).__name__)
 
 
 def _checked_indices(c: _Canonical) -> tuple:
@@ -145,10 +168,11 @@ def device_weight(w: Any, device: Any, dtype: Optional[str] = None) -> DeviceWei
     if dtype is not None and dtype not in CUDA_DTYPES:
         raise TypeError(f"the CUDA kernel runs float16 or bfloat16, got {dtype}")
     key = (device, dtype)
+    state = _edit_state(w)
     with _cache_lock:
-        per_weight = _cache.get(w)
-        if per_weight is not None and key in per_weight:
-            return per_weight[key]
+        hit = (_cache.get(w) or {}).get(key)
+    if hit is not None and _unchanged(hit[0], state):
+        return hit[1]
     c = _canonical(w)
     values = _as_torch_cpu(c.values)
     if dtype is not None and _dtype_name(values) != dtype:
@@ -170,9 +194,12 @@ def device_weight(w: Any, device: Any, dtype: Optional[str] = None) -> DeviceWei
     dw = DeviceWeight(frag.to(device), words.to(device), col_idx, row_perm, c.rows, c.cols, c.v, c.kept, dt)
     log.debug("hinm: device layout for %s on %s (%d x %d, v=%d, kept=%d, %s)", type(w).__name__, device, c.rows,
               c.cols, c.v, c.kept, dt)
+    if state is None:
+        _warn_uncached(w)
+        return dw
     try:
         with _cache_lock:
-            _cache.setdefault(w, {})[key] = dw
+            _cache.setdefault(w, {})[key] = (state, dw)
     except TypeError:  # not weak-referenceable: no caching
         pass
     return dw

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _C
-from ._arrays import (as_array, contiguous, dtype_name, empty, from_numpy, is_cuda, is_torch, require_2d,
-                      require_weight_dtype, scores_f32, to_numpy)
+from ._arrays import (as_array, contiguous, dtype_name, empty, freeze, from_numpy, frozen, is_cuda, is_torch,
+                      require_2d, require_weight_dtype, scores_f32, to_numpy)
 from ._state import array_field, int_tensor, int_vector
 from .nm import NMTensor, compress_nm
 from .pattern import HiNMConfig, NMConfig, parse_config
@@ -130,7 +130,9 @@ class HiNMTensor:
     col_idx [T, Kt] (int32), row_perm [R] (int64; identity when no permutation was given).
     sptc_meta: sparse-tensor-core metadata of (values, indices) in the `hinm.sptc` "lanes" layout
     (uint32 [words/32, 32]) when the pattern and shape allow it (2:4 for float16/bfloat16/int8, 1:2
-    for float32; T·v a multiple of 32 (int8: 16) and Kt of 32 (float32: 16, int8: 64)), else None."""
+    for float32; T·v a multiple of 32 (int8: 16) and Kt of 32 (float32: 16, int8: 64)), else None.
+    As in NMTensor, the values may be edited in place and the indices should not be (hinm's own
+    numpy indices are read-only)."""
 
     values: Any
     indices: Any
@@ -270,7 +272,7 @@ class HiNMTensor:
         tiles = -(-r // v)
         kc = kt // m * n
         t = cls(array_field(sd, "values", kind, (tiles * v, kc), _WEIGHT_DTYPES),
-                array_field(sd, "indices", kind, (tiles * v, kc), ("uint8",)),
+                frozen(array_field(sd, "indices", kind, (tiles * v, kc), ("uint8",))),  # see NMTensor
                 array_field(sd, "col_idx", kind, (tiles, kt), ("int32",)),
                 array_field(sd, "row_perm", kind, (r,), ("int64",)), (r, k), cfg,
                 None if sd.get("sptc_meta") is None else as_array(sd["sptc_meta"], "sptc_meta"))
@@ -316,7 +318,7 @@ def compress(weight: Any, config: Union[str, NMConfig, HiNMConfig], perm: Any = 
     row_perm = np.arange(r, dtype=np.int64) if rp is None else rp
     _C.hinm_compress(weight, s, cfg.v, kt, cfg.n, cfg.m, row_perm, co, values, indices, col_idx)
     meta = _sptc_meta(indices, dtype_name(weight), cfg.n, cfg.m, kt)
-    fields = [values, indices, col_idx, from_numpy(row_perm, weight), meta]
+    fields = [values, freeze(indices), col_idx, from_numpy(row_perm, weight), meta]
     if device is not None:
         fields = [None if f is None else f.to(device) for f in fields]
     return HiNMTensor(*fields[:4], (r, k), cfg, fields[4])

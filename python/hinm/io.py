@@ -17,6 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from ._arrays import numpy_to_torch
 from .nn import HiNMLinear, container_from_state, container_kind
 
 FORMAT = "hinm"
@@ -47,9 +48,7 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 def _as_tensor(x: Any) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
-    import numpy as np
-
-    return torch.from_numpy(np.ascontiguousarray(x))
+    return numpy_to_torch(x)
 
 
 def _flatten(obj: Any) -> tuple:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
 from . import _C
-from ._arrays import (as_array, contiguous, dtype_name, empty, is_torch, require_2d, require_weight_dtype,
-                      scores_f32)
+from ._arrays import (as_array, contiguous, dtype_name, empty, freeze, frozen, is_torch, require_2d,
+                      require_weight_dtype, scores_f32)
 from ._state import array_field, int_tensor, int_vector
 from .pattern import NMConfig
 
@@ -45,7 +45,12 @@ class NMTensor:
     """An [R, K] matrix stored N:M-compressed.
 
     values:  [R, K·n/m], the weight's dtype; the kept elements of each group in ascending position.
-    indices: [R, K·n/m], uint8; the position (0..m-1) of each value inside its group of m."""
+    indices: [R, K·n/m], uint8; the position (0..m-1) of each value inside its group of m.
+
+    The values may be edited in place (the kernels read them as they are). The indices should not
+    be: the kernels cache bit masks derived from them. hinm's own numpy indices are read-only, and
+    torch indices are checked through their version counter; for writeable numpy indices given
+    here, the masks are rebuilt at every product (correct, slower for patterns with m != 2n)."""
 
     values: Any
     indices: Any
@@ -115,7 +120,7 @@ class NMTensor:
             raise ValueError(f"NMTensor state dict: shape {(r, k)} is invalid for pattern {p}")
         kc = k // m * n
         values = array_field(sd, "values", kind, (r, kc), ("float32", "float16", "bfloat16", "int8"))
-        indices = array_field(sd, "indices", kind, (r, kc), ("uint8",))
+        indices = frozen(array_field(sd, "indices", kind, (r, kc), ("uint8",)))  # read-only copy if writeable numpy
         t = cls(values, indices, (r, k), n, m)
         t.validate()
         return t
@@ -142,4 +147,4 @@ def compress_nm(weight: Any, n: int, m: int, scores: Optional[Any] = None) -> NM
     values = empty((r, kc), dtype_name(weight), weight)
     indices = empty((r, kc), "uint8", weight)
     _C.compress_nm(weight, s, p.n, p.m, values, indices)
-    return NMTensor(values, indices, (r, k), p.n, p.m)
+    return NMTensor(values, freeze(indices), (r, k), p.n, p.m)

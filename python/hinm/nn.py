@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ._arrays import numpy_to_torch
 from .nm import NMTensor
 from .pattern import HiNMConfig, NMConfig, parse_config
 
@@ -50,7 +51,7 @@ def container_from_state(kind: str, sd: Dict[str, Any]) -> Any:
 
 
 def _as_torch(x: Any) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(x.copy() if not x.flags.writeable else x)
+    return x if isinstance(x, torch.Tensor) else numpy_to_torch(x)
 
 
 class HiNMLinear(torch.nn.Module):

@@ -19,13 +19,14 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _C
-from ._arrays import as_array, contiguous, dtype_name, empty, is_cuda, is_torch
+from ._arrays import as_array, contiguous, dtype_name, edit_token, empty, is_cuda, is_torch
 from .nm import NMTensor
 
 __all__ = ["linear", "spmm", "prepack", "PrepackedWeight"]
 
 # Below this many activations the kernels decode weights from bit masks derived from the indices;
-# the masks are built once per weight and kept here (dropped with the weight).
+# the masks are built once per weight and kept here (dropped with the weight) while the indices
+# cannot have changed (see _arrays.edit_token).
 _ROWS_PATH_BATCH = 16
 _MASKS: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
 _KEYS = ("values", "indices", "col_idx", "row_perm")
@@ -86,32 +87,44 @@ def _cached(w: Any) -> Optional[list]:
     return None
 
 
+def _own_arrays(w: Any, parts: _Weight) -> bool:
+    """Whether parts holds w's own arrays, not contiguous copies (a copy would miss later edits)."""
+    return all(getattr(parts, name) is getattr(w, name, None) for name in _KEYS)
+
+
 def _parts(w: Any) -> _Weight:
     hit = _cached(w)
     if hit is not None:
         return hit[2]
     parts = _weight(w)
-    try:
-        _MASKS[w] = [tuple(getattr(w, name, None) for name in _KEYS), None, parts, None]
-    except (TypeError, AttributeError):
-        pass
+    if _own_arrays(w, parts):
+        try:
+            _MASKS[w] = [tuple(getattr(w, name, None) for name in _KEYS), None, parts, None]
+        except (TypeError, AttributeError):
+            pass
     return parts
 
 
 def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
     """The kernel-side bit masks of w, built at first use and cached with the weight (patterns
     with m = 2n decode from the indices directly and need none)."""
-    if parts.m == 2 * parts.n and 16 % parts.n == 0:
+    if not _needs_masks(parts):
         return None
+    token = edit_token(w.indices)
     hit = _cached(w)
-    if hit is not None and hit[3] is not None:
-        return hit[3]
+    if hit is not None and hit[3] is not None and token is not None and hit[3][0] == token:
+        return hit[3][1]
     slots = int(parts.values.shape[0])
     masks = np.empty((slots, int(_C.spmm_mask_blocks(parts.kept))), dtype=np.uint16)
     _C.build_spmm_masks(*parts.args(), masks)
-    if hit is not None:
-        hit[3] = masks
+    if hit is not None and token is not None:
+        hit[3] = (token, masks)
     return masks
+
+
+def _needs_masks(parts: _Weight) -> bool:
+    """Patterns with m = 2n decode from the indices directly; the others from bit masks."""
+    return not (parts.m == 2 * parts.n and 16 % parts.n == 0)
 
 
 # --- fast path -------------------------------------------------------------------------------
@@ -125,11 +138,15 @@ _F32 = np.dtype(np.float32)
 
 
 class _Prepared:
-    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols")
+    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "itoken")
 
 
 def _prepare(w: Any, parts: _Weight) -> None:
-    """Remembers the prepared C++ weight of w (when w can be weakly referenced)."""
+    """Remembers the prepared C++ weight of w (when w can be weakly referenced, holds its arrays
+    without copies, and its masks, if it needs any, can be kept)."""
+    itoken = edit_token(w.indices) if _needs_masks(parts) else None
+    if not _own_arrays(w, parts) or (_needs_masks(parts) and itoken is None):
+        return
     try:
         key = id(w)
         ref = weakref.ref(w, lambda _, key=key: _FAST.pop(key, None))
@@ -137,6 +154,7 @@ def _prepare(w: Any, parts: _Weight) -> None:
         return
     masks = _masks(w, parts)
     p = _Prepared()
+    p.itoken = itoken  # the masks' indices version, checked per call (None: no masks)
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
     p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
     p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
@@ -148,6 +166,8 @@ def _prepare(w: Any, parts: _Weight) -> None:
 def _fast(w: Any) -> Optional[_Prepared]:
     p = _FAST.get(id(w))
     if p is None or p.ref() is not w or p.values is not w.values or p.indices is not w.indices:
+        return None
+    if p.itoken is not None and edit_token(w.indices) != p.itoken:
         return None
     if p.plain or (p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
         return p
@@ -254,10 +274,19 @@ class PrepackedWeight:
     batch 1..12 (see :func:`prepack`). :func:`linear` and :func:`spmm` take it in place of the
     weight; ``.weight`` is the original."""
 
-    __slots__ = ("weight", "pack_values", "pack_indices", "_prepared")
+    __slots__ = ("weight", "pack_values", "pack_indices", "_prepared", "_versions")
 
     def __init__(self, weight: Any, pack_values: Any, pack_indices: Any, prepared: "_Prepared") -> None:
         self.weight, self.pack_values, self.pack_indices, self._prepared = weight, pack_values, pack_indices, prepared
+        # torch arrays of the weight and their versions: an edit in place after packing is an error
+        arrays = (getattr(weight, name, None) for name in _KEYS)
+        self._versions = tuple((a, a._version) for a in arrays if is_torch(a))
+
+    def _check(self) -> None:
+        for a, version in self._versions:
+            if a._version != version:
+                raise RuntimeError("hinm: the weight was edited in place after hinm.prepack; its packed copy is "
+                                   "stale (call hinm.prepack again)")
 
     @property
     def shape(self) -> tuple:
@@ -277,7 +306,8 @@ def prepack(w: Any) -> PrepackedWeight:
     use it; elsewhere the result behaves exactly like w. The copy costs the weight's value memory
     once more, plus its index memory (a quarter of it for 1:2 and 2:4, whose positions are packed
     in 2 bits), and it is not updated: after editing w's arrays in place, prepack
-    again (the old copy would give results mixing old and new values)."""
+    again (the old copy would give results mixing old and new values; with torch arrays, whose
+    edits are counted, using the old copy raises RuntimeError)."""
     if isinstance(w, PrepackedWeight):
         return w
     parts = _weight(w)
@@ -316,6 +346,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way.
     W may be a :class:`PrepackedWeight` (:func:`prepack`)."""
     if type(w) is PrepackedWeight:
+        w._check()
         y = _fast_linear(w._prepared, x, bias, out, accumulate)
         if y is not NotImplemented:
             return y
@@ -359,6 +390,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     """W @ B for a compressed W [R, K] and a float32 B [K, N]; returns [R, N] float32 in B's
     framework. ``out=`` / ``accumulate=`` as in :func:`linear`; W may be a :class:`PrepackedWeight`."""
     if type(w) is PrepackedWeight:
+        w._check()
         y = _fast_spmm(w._prepared, b, out, accumulate)
         if y is not NotImplemented:
             return y

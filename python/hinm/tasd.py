@@ -17,8 +17,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _C
-from ._arrays import (as_array, contiguous, dtype_name, empty, is_torch, require_2d, require_weight_dtype,
-                      scores_f32, to_numpy)
+from ._arrays import (as_array, contiguous, dtype_name, empty, freeze, is_torch, require_2d,
+                      require_weight_dtype, scores_f32, to_numpy)
 from ._state import int_tensor, int_vector
 from .nm import NMTensor
 from .pattern import Config, HiNMConfig, NMConfig, parse_config
@@ -228,7 +228,7 @@ def tasd(tensor: Any, series: SeriesLike, scores: Optional[Any] = None, threshol
         values = [empty((r, k // c.m * c.n), dtype_name(tensor), tensor) for c in configs]
         indices = [empty((r, k // c.m * c.n), "uint8", tensor) for c in configs]
         _C.tasd_decompose(tensor, s, [c.n for c in configs], [c.m for c in configs], values, indices, threshold)
-        terms = [NMTensor(v, i, (r, k), c.n, c.m) for v, i, c in zip(values, indices, configs)]
+        terms = [NMTensor(v, freeze(i), (r, k), c.n, c.m) for v, i, c in zip(values, indices, configs)]
     return TASDSeries(tuple(head + terms), (r, k))
 
 

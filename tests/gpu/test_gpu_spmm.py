@@ -154,3 +154,12 @@ def test_public_ops_dispatch_cuda_tensors(config):
     assert rel_err(y, x.double().cpu() @ dense.t() + bias.double().cpu()) <= 1e-3
     b = torch.randn(256, 33, device="cuda").half()
     assert rel_err(hinm.spmm(w, b), dense @ b.double().cpu()) <= 1e-3
+
+
+def test_device_layout_follows_edits_in_place():
+    w, _ = random_hinm(64, 128, 64, 0.5, torch.float16, False, seed=2)
+    a = _cuda.device_weight(w, "cuda")
+    w.values.mul_(2)  # the version counter moves: the cached layout is stale
+    b = _cuda.device_weight(w, "cuda")
+    assert b is not a and torch.equal(b.frag_values, a.frag_values * 2)
+    assert _cuda.device_weight(w, "cuda") is b

@@ -111,7 +111,9 @@ def test_nm_mask_any_rank_and_torch(rng):
 
 
 def _sd(rng):
-    return hinm.compress_nm(rng.standard_normal((4, 8)).astype(np.float32), 2, 4).state_dict()
+    # copies: the tensor's own indices are read-only
+    sd = hinm.compress_nm(rng.standard_normal((4, 8)).astype(np.float32), 2, 4).state_dict()
+    return {k: v.copy() for k, v in sd.items()}
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_torch_in_torch_out_without_copies(rng):
     import torch
 
     w, dense = make_hinm(rng, 64, 64, 32, 2, 4, kept=32)
-    tw = RawHiNM(*(torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in
+    tw = RawHiNM(*(torch.from_numpy(a.copy()) if isinstance(a, np.ndarray) else a for a in
                    (w.values, w.indices, w.col_idx, w.row_perm)), w.shape, w.v, w.n, w.m)
     x = torch.randn(4, 5, 64)
     y = hinm.linear(x, tw)

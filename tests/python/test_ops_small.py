@@ -227,6 +227,7 @@ def test_rows_pack_arrays_are_checked(rng):
         _C.spmm_weight(*parts.args(), None, good_v, None)
     w48, _ = make_hinm(rng, 64, 64, 16, 4, 8, kept=32)
     assert tuple(_C.rows_pack_sizes(*ops._weight(w48).args())) == (size, size)  # byte positions for m > 4
+    w.indices = w.indices.copy()  # hinm's own indices are read-only
     w.indices[3, 5] = 4  # corrupted: a 2:4 position must be < 4
     with pytest.raises(ValueError, match="slot 3, value 5: positions must be < m"):
         hinm.prepack(w)
