@@ -1,5 +1,6 @@
 #include "hinm/nm_format.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -75,6 +76,23 @@ void validate_nm_positions(const Matrix& positions, NMPattern p) {
     throw std::invalid_argument("positions: " + std::to_string(positions.cols) + " columns is not a multiple of n=" +
                                 std::to_string(p.n));
   auto pos = view_as<const uint8_t>(positions);
+  // A branch-free, vectorisable pass over all rows first (it runs before products, so it must be
+  // cheap); the loop below, which names the first bad group, runs only when it finds one.
+  std::vector<uint8_t> follows(size_t(pos.cols), 0);  // 1 where a position must exceed the previous one
+  for (int64_t j = 0; j < pos.cols; ++j) follows[size_t(j)] = uint8_t(j % p.n != 0);
+  const uint8_t m = uint8_t(p.m);
+  std::atomic<bool> any_bad{false};
+  parallel_for(pos.rows, 64, [&](int64_t r0, int64_t r1) {
+    uint8_t bad = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = pos.row(r);
+      if (pos.cols > 0) bad |= uint8_t(row[0] >= m);
+      for (int64_t j = 1; j < pos.cols; ++j)
+        bad |= uint8_t(row[j] >= m) | uint8_t(follows[size_t(j)] & uint8_t(row[j] <= row[j - 1]));
+    }
+    if (bad) any_bad.store(true, std::memory_order_relaxed);
+  });
+  if (!any_bad.load()) return;
   for (int64_t r = 0; r < pos.rows; ++r) {
     for (int64_t g = 0; g < pos.cols / p.n; ++g) {
       const uint8_t* gp = pos.row(r) + g * p.n;

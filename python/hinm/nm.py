@@ -48,9 +48,10 @@ class NMTensor:
     indices: [R, K·n/m], uint8; the position (0..m-1) of each value inside its group of m.
 
     The values may be edited in place (the kernels read them as they are). The indices should not
-    be: the kernels cache bit masks derived from them. hinm's own numpy indices are read-only, and
-    torch indices are checked through their version counter; for writeable numpy indices given
-    here, the masks are rebuilt at every product (correct, slower for patterns with m != 2n)."""
+    be: the products check them at first use and cache bit masks derived from them. hinm's own
+    numpy indices are read-only, and torch indices are followed through their version counter
+    (checked again, masks rebuilt). Writeable numpy indices given here are checked once per array
+    and their masks rebuilt at every product (slower for patterns with m != 2n)."""
 
     values: Any
     indices: Any

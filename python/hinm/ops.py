@@ -7,7 +7,8 @@ float32, float16, bfloat16 or int8 (float32 accumulation). numpy in -> numpy out
 out; contiguous inputs are never copied. CUDA tensors go to the CUDA kernels when hinm has them.
 
 The CPU kernels are multithreaded (``hinm.set_num_threads``) and give bit-identical results for
-any thread count."""
+any thread count. A weight's in-group positions are checked at its first product (ValueError
+naming the first bad group) and again after a visible in-place edit of its indices."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _weight(w: Any) -> _Weight:
 
 
 def _cached(w: Any) -> Optional[list]:
-    """[arrays, prepared, parts, masks] remembered for w, while w still holds those arrays."""
+    """[arrays, (checked token,), parts, (token, masks)] remembered for w, while w still holds
+    those arrays."""
     try:
         hit = _MASKS.get(w)
     except TypeError:  # not weak-referenceable: nothing is cached
@@ -103,6 +105,23 @@ def _parts(w: Any) -> _Weight:
         except (TypeError, AttributeError):
             pass
     return parts
+
+
+def _check_positions(w: Any, parts: _Weight) -> None:
+    """Raises ValueError unless every in-group position of w is below m and ascending. Checked at
+    the first product and again after each visible edit of the indices (see _arrays.edit_token);
+    writeable numpy indices are checked once per array. (The kernels clamp positions, so a bad one
+    cannot reach outside the activations, but it would give a wrong product.)"""
+    token = edit_token(w.indices)
+    hit = _cached(w)
+    if hit is not None and hit[1] is not None and hit[1][0] == token:
+        return
+    try:
+        _C.validate_nm_positions(parts.indices, parts.n, parts.m)
+    except ValueError as e:
+        raise ValueError(f"weight indices: {e}") from None
+    if hit is not None:
+        hit[1] = (token,)
 
 
 def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
@@ -138,13 +157,14 @@ _F32 = np.dtype(np.float32)
 
 
 class _Prepared:
-    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "itoken")
+    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "itoken",
+                 "icheck")
 
 
 def _prepare(w: Any, parts: _Weight) -> None:
     """Remembers the prepared C++ weight of w (when w can be weakly referenced, holds its arrays
     without copies, and its masks, if it needs any, can be kept)."""
-    itoken = edit_token(w.indices) if _needs_masks(parts) else None
+    itoken = edit_token(w.indices)
     if not _own_arrays(w, parts) or (_needs_masks(parts) and itoken is None):
         return
     try:
@@ -154,7 +174,12 @@ def _prepare(w: Any, parts: _Weight) -> None:
         return
     masks = _masks(w, parts)
     p = _Prepared()
-    p.itoken = itoken  # the masks' indices version, checked per call (None: no masks)
+    # The indices' edit state (checked positions, masks), compared per call in its cheapest form:
+    # torch's version counter; nothing for a read-only numpy array that owns its memory (the flag
+    # is its contract) or for writeable indices (checked once); else the whole token.
+    p.itoken = itoken
+    a = w.indices
+    p.icheck = "torch" if is_torch(a) else None if itoken is None or a.base is None else "token"
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
     p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
     p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
@@ -167,8 +192,12 @@ def _fast(w: Any) -> Optional[_Prepared]:
     p = _FAST.get(id(w))
     if p is None or p.ref() is not w or p.values is not w.values or p.indices is not w.indices:
         return None
-    if p.itoken is not None and edit_token(w.indices) != p.itoken:
-        return None
+    if p.icheck is not None:
+        if p.icheck == "torch":
+            if w.indices._version != p.itoken[1]:
+                return None
+        elif edit_token(w.indices) != p.itoken:
+            return None
     if p.plain or (p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
         return p
     return None
@@ -311,6 +340,7 @@ def prepack(w: Any) -> PrepackedWeight:
     if isinstance(w, PrepackedWeight):
         return w
     parts = _weight(w)
+    _check_positions(w, parts)
     if is_cuda(parts.values):
         raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")
     size, position_bytes = (int(s) for s in _C.rows_pack_sizes(*parts.args()))
@@ -364,6 +394,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     if is_cuda(x):
         return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)
     parts = _parts(w)
+    _check_positions(w, parts)
     _require_f32(x, "x")
     if len(x.shape) < 1 or int(x.shape[-1]) != parts.cols:
         raise ValueError(f"x must have shape [..., {parts.cols}] for a weight of shape {(parts.rows, parts.cols)}, "
@@ -404,6 +435,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     if is_cuda(b):
         return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
     parts = _parts(w)
+    _check_positions(w, parts)
     _require_f32(b, "b")
     if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
         raise ValueError(f"b must have shape ({parts.cols}, N) for a weight of shape {(parts.rows, parts.cols)}, "

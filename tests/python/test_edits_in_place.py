@@ -154,3 +154,43 @@ def test_device_layout_cache_key_follows_torch_versions():
     assert _cuda._unchanged(state, _cuda._edit_state(w))
     w.values.add_(1)
     assert not _cuda._unchanged(state, _cuda._edit_state(w))
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (4, 8)])
+def test_bad_positions_are_refused_at_the_first_product(rng, n, m):
+    nm = hinm.compress_nm(rng.standard_normal((24, 8 * m)).astype(np.float32), n, m)
+    indices = nm.indices.copy()
+    indices[5, -1] = m  # out of its group
+    bad = hinm.NMTensor(nm.values, indices, nm.shape, n, m)  # not validated on construction
+    x = rng.standard_normal((3, 8 * m)).astype(np.float32)
+    for call in (lambda: hinm.linear(x, bad), lambda: hinm.linear(np.repeat(x, 7, 0), bad),
+                 lambda: hinm.spmm(bad, x.T.copy()), lambda: hinm.prepack(bad)):
+        with pytest.raises(ValueError, match="weight indices: positions: group .* of row 5"):
+            call()
+
+
+def test_positions_are_checked_once_per_edit_state(rng, monkeypatch):
+    t = hinm.compress_nm(rng.standard_normal((24, 32)).astype(np.float32), 2, 4)
+    x = rng.standard_normal((1, 32)).astype(np.float32)
+    calls = []
+    real = ops._C.validate_nm_positions
+    monkeypatch.setattr(ops._C, "validate_nm_positions", lambda *a: calls.append(1) or real(*a))
+    for batch in (1, 1, 2, 20):
+        hinm.linear(np.repeat(x, batch, 0), t)
+    assert len(calls) == 1
+
+
+@needs_torch
+def test_torch_index_edits_are_checked_again(rng):
+    import torch
+
+    t = hinm.compress_nm(torch.from_numpy(rng.standard_normal((24, 32)).astype(np.float32)), 2, 4)
+    x = torch.from_numpy(rng.standard_normal((1, 32)).astype(np.float32))
+    hinm.linear(x, t)
+    good = t.indices.clone()
+    t.indices[3, 0] = 9
+    for batch in (1, 20):
+        with pytest.raises(ValueError, match="row 3"):
+            hinm.linear(x.repeat(batch, 1), t)
+    t.indices.copy_(good)
+    check_close(hinm.linear(x, t).numpy(), _reference(x.numpy(), t), t.to_dense().numpy(), x.numpy())

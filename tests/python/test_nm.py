@@ -165,3 +165,23 @@ def test_torch_inputs_are_not_copied():
     assert contiguous(as_array(w)).data_ptr() == w.data_ptr()
     t = hinm.compress_nm(w, 2, 4)
     assert isinstance(t.to_dense(), torch.Tensor)
+
+
+@pytest.mark.parametrize("n,m", [(1, 4), (2, 4), (3, 8)])
+def test_position_check_names_the_first_bad_group_for_any_thread_count(rng, n, m):
+    from hinm import _C
+
+    t = hinm.compress_nm(rng.standard_normal((1000, 16 * m)).astype(np.float32), n, m)
+    ok = t.indices.copy()
+    bad = ok.copy()
+    bad[700, 2 * n] = m  # out of range (group 2)
+    bad[300, n * 5 + n - 1] = bad[300, n * 5 + n - 2] if n > 1 else m  # group 5: repeated or out of range
+    before = hinm.get_num_threads()
+    try:
+        for threads in (1, 2):
+            hinm.set_num_threads(threads)
+            _C.validate_nm_positions(ok, n, m)
+            with pytest.raises(ValueError, match="group 5 of row 300 "):
+                _C.validate_nm_positions(bad, n, m)
+    finally:
+        hinm.set_num_threads(before)
