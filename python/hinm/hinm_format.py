@@ -132,7 +132,8 @@ class HiNMTensor:
     (uint32 [words/32, 32]) when the pattern and shape allow it (2:4 for float16/bfloat16/int8, 1:2
     for float32; T·v a multiple of 32 (int8: 16) and Kt of 32 (float32: 16, int8: 64)), else None.
     As in NMTensor, the values may be edited in place and the indices should not be (hinm's own
-    numpy indices are read-only)."""
+    numpy indices are read-only); products check the indices and col_idx at first use and after
+    visible edits."""
 
     values: Any
     indices: Any

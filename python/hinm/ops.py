@@ -7,8 +7,9 @@ float32, float16, bfloat16 or int8 (float32 accumulation). numpy in -> numpy out
 out; contiguous inputs are never copied. CUDA tensors go to the CUDA kernels when hinm has them.
 
 The CPU kernels are multithreaded (``hinm.set_num_threads``) and give bit-identical results for
-any thread count. A weight's in-group positions are checked at its first product (ValueError
-naming the first bad group) and again after a visible in-place edit of its indices."""
+any thread count. A weight's in-group positions and kept columns are checked at its first
+product (ValueError naming the first bad group or repeated column) and again after a visible
+in-place edit of its indices or col_idx."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _C
-from ._arrays import as_array, contiguous, dtype_name, edit_token, empty, is_cuda, is_torch
+from ._arrays import as_array, contiguous, dtype_name, edit_token, empty, is_cuda, is_torch, to_numpy
 from .nm import NMTensor
 
 __all__ = ["linear", "spmm", "prepack", "PrepackedWeight"]
@@ -107,19 +108,38 @@ def _parts(w: Any) -> _Weight:
     return parts
 
 
-def _check_positions(w: Any, parts: _Weight) -> None:
-    """Raises ValueError unless every in-group position of w is below m and ascending. Checked at
-    the first product and again after each visible edit of the indices (see _arrays.edit_token);
-    writeable numpy indices are checked once per array. (The kernels clamp positions, so a bad one
-    cannot reach outside the activations, but it would give a wrong product.)"""
-    token = edit_token(w.indices)
+def _state(w: Any) -> tuple:
+    """The edit tokens of the arrays _check_structure and the masks depend on: indices, col_idx."""
+    col_idx = getattr(w, "col_idx", None)
+    return edit_token(w.indices), None if col_idx is None else edit_token(col_idx)
+
+
+def _check_distinct_columns(col_idx: np.ndarray) -> None:
+    if col_idx.ndim != 2 or col_idx.shape[1] < 2:
+        return  # shapes are the kernels' to check
+    ordered = np.sort(col_idx, axis=1)
+    twice = ordered[:, 1:] == ordered[:, :-1]
+    if twice.any():
+        t, j = (int(i) for i in np.argwhere(twice)[0])
+        raise ValueError(f"weight: col_idx[{t}] lists column {int(ordered[t, j])} twice")
+
+
+def _check_structure(w: Any, parts: _Weight) -> None:
+    """Raises ValueError unless w is a valid container: in-group positions below m and ascending,
+    each tile's kept columns distinct (the rest, ranges and row_perm, the kernels check per call).
+    Checked at the first product and again after each visible edit of the indices or col_idx (see
+    _arrays.edit_token); writeable numpy arrays are checked once per array. (The kernels clamp
+    positions, so a bad one cannot reach outside the activations, but the product would be wrong.)"""
+    token = _state(w)
     hit = _cached(w)
     if hit is not None and hit[1] is not None and hit[1][0] == token:
         return
     try:
         _C.validate_nm_positions(parts.indices, parts.n, parts.m)
     except ValueError as e:
-        raise ValueError(f"weight indices: {e}") from None
+        raise ValueError(f"weight: {e}") from None
+    if parts.col_idx is not None:
+        _check_distinct_columns(to_numpy(parts.col_idx))
     if hit is not None:
         hit[1] = (token,)
 
@@ -157,15 +177,15 @@ _F32 = np.dtype(np.float32)
 
 
 class _Prepared:
-    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "itoken",
-                 "icheck")
+    __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "state",
+                 "versions", "recheck")
 
 
 def _prepare(w: Any, parts: _Weight) -> None:
     """Remembers the prepared C++ weight of w (when w can be weakly referenced, holds its arrays
     without copies, and its masks, if it needs any, can be kept)."""
-    itoken = edit_token(w.indices)
-    if not _own_arrays(w, parts) or (_needs_masks(parts) and itoken is None):
+    state = _state(w)
+    if not _own_arrays(w, parts) or (_needs_masks(parts) and state[0] is None):
         return
     try:
         key = id(w)
@@ -174,12 +194,14 @@ def _prepare(w: Any, parts: _Weight) -> None:
         return
     masks = _masks(w, parts)
     p = _Prepared()
-    # The indices' edit state (checked positions, masks), compared per call in its cheapest form:
-    # torch's version counter; nothing for a read-only numpy array that owns its memory (the flag
-    # is its contract) or for writeable indices (checked once); else the whole token.
-    p.itoken = itoken
-    a = w.indices
-    p.icheck = "torch" if is_torch(a) else None if itoken is None or a.base is None else "token"
+    # The edit state of indices and col_idx (checked structure, masks), compared per call in its
+    # cheapest form: torch version counters; nothing for read-only numpy arrays that own their
+    # memory (the flag is their contract) or writeable ones (checked once per array); else the
+    # whole state.
+    arrays = (w.indices, getattr(w, "col_idx", None))
+    p.state = state
+    p.versions = tuple((a, t[1]) for a, t in zip(arrays, state) if t is not None and t[0] == "torch")
+    p.recheck = any(t is not None and t[0] != "torch" and a.base is not None for a, t in zip(arrays, state))
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
     p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
     p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
@@ -192,12 +214,11 @@ def _fast(w: Any) -> Optional[_Prepared]:
     p = _FAST.get(id(w))
     if p is None or p.ref() is not w or p.values is not w.values or p.indices is not w.indices:
         return None
-    if p.icheck is not None:
-        if p.icheck == "torch":
-            if w.indices._version != p.itoken[1]:
-                return None
-        elif edit_token(w.indices) != p.itoken:
+    for a, version in p.versions:
+        if a._version != version:
             return None
+    if p.recheck and _state(w) != p.state:
+        return None
     if p.plain or (p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
         return p
     return None
@@ -340,7 +361,7 @@ def prepack(w: Any) -> PrepackedWeight:
     if isinstance(w, PrepackedWeight):
         return w
     parts = _weight(w)
-    _check_positions(w, parts)
+    _check_structure(w, parts)
     if is_cuda(parts.values):
         raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")
     size, position_bytes = (int(s) for s in _C.rows_pack_sizes(*parts.args()))
@@ -394,7 +415,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     if is_cuda(x):
         return _cuda_op("linear")(x, w, bias=bias, out=out, accumulate=accumulate)
     parts = _parts(w)
-    _check_positions(w, parts)
+    _check_structure(w, parts)
     _require_f32(x, "x")
     if len(x.shape) < 1 or int(x.shape[-1]) != parts.cols:
         raise ValueError(f"x must have shape [..., {parts.cols}] for a weight of shape {(parts.rows, parts.cols)}, "
@@ -435,7 +456,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     if is_cuda(b):
         return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)
     parts = _parts(w)
-    _check_positions(w, parts)
+    _check_structure(w, parts)
     _require_f32(b, "b")
     if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
         raise ValueError(f"b must have shape ({parts.cols}, N) for a weight of shape {(parts.rows, parts.cols)}, "

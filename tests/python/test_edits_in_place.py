@@ -165,7 +165,7 @@ def test_bad_positions_are_refused_at_the_first_product(rng, n, m):
     x = rng.standard_normal((3, 8 * m)).astype(np.float32)
     for call in (lambda: hinm.linear(x, bad), lambda: hinm.linear(np.repeat(x, 7, 0), bad),
                  lambda: hinm.spmm(bad, x.T.copy()), lambda: hinm.prepack(bad)):
-        with pytest.raises(ValueError, match="weight indices: positions: group .* of row 5"):
+        with pytest.raises(ValueError, match="weight: positions: group .* of row 5"):
             call()
 
 
@@ -194,3 +194,32 @@ def test_torch_index_edits_are_checked_again(rng):
             hinm.linear(x.repeat(batch, 1), t)
     t.indices.copy_(good)
     check_close(hinm.linear(x, t).numpy(), _reference(x.numpy(), t), t.to_dense().numpy(), x.numpy())
+
+
+def test_a_column_kept_twice_is_refused(rng):
+    import dataclasses
+
+    h = hinm.compress(rng.standard_normal((32, 64)).astype(np.float32), hinm.HiNMConfig(16, 0.5, 2, 4))
+    col_idx = h.col_idx.copy()
+    col_idx[1, 3] = col_idx[1, 0]
+    twice = dataclasses.replace(h, col_idx=col_idx)  # to_dense refuses it too
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    for call in (lambda: hinm.linear(x, twice), lambda: hinm.spmm(twice, x.T.copy())):
+        with pytest.raises(ValueError, match=rf"col_idx\[1\] lists column {col_idx[1, 0]} twice"):
+            call()
+
+
+@needs_torch
+def test_torch_col_idx_edits_are_checked_again(rng):
+    import torch
+
+    h = hinm.compress(torch.from_numpy(rng.standard_normal((32, 64)).astype(np.float32)), hinm.HiNMConfig(16, 0.5, 2, 4))
+    x = torch.from_numpy(rng.standard_normal((1, 64)).astype(np.float32))
+    y = hinm.linear(x, h)
+    assert ops._fast(h) is not None
+    saved = h.col_idx.clone()
+    h.col_idx[0, 1] = h.col_idx[0, 0]
+    with pytest.raises(ValueError, match="twice"):
+        hinm.linear(x, h)
+    h.col_idx.copy_(saved)
+    assert torch.equal(hinm.linear(x, h), y)

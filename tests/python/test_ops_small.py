@@ -229,7 +229,7 @@ def test_rows_pack_arrays_are_checked(rng):
     assert tuple(_C.rows_pack_sizes(*ops._weight(w48).args())) == (size, size)  # byte positions for m > 4
     w.indices = w.indices.copy()  # hinm's own indices are read-only
     w.indices[3, 5] = 4  # corrupted: a 2:4 position must be < 4
-    with pytest.raises(ValueError, match="weight indices: positions: group 2 of row 3"):
+    with pytest.raises(ValueError, match="weight: positions: group 2 of row 3"):
         hinm.prepack(w)  # checked before packing
     with pytest.raises(ValueError, match="slot 3, value 5: positions must be < m"):
         _C.pack_rows(*ops._weight(w).args(), good_v, good_i)  # and by the packer itself
