@@ -1,6 +1,7 @@
 """Edits in place against the data the kernels cache per weight: bit masks derived from the
 indices (patterns with m != 2n), the prepared C++ weight, the rows pack of hinm.prepack and the
-CUDA device layout. An edit is either seen by the next product or refused; never a stale result."""
+CUDA device layout. An edit is either seen by the next product or refused; never a stale result.
+Also the structure check the products make once per edit state (positions, distinct kept columns)."""
 
 import numpy as np
 import pytest
