@@ -13,6 +13,7 @@
 
 #include "hinm/build_info.hpp"
 #include "hinm/dispatch.hpp"
+#include "hinm/nm_format.hpp"
 #include "hinm/parallel.hpp"
 #include "spmm_kernels.hpp"
 
@@ -545,15 +546,9 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
   const int64_t size = rows_pack_size(w);
   if (size == 0) return;
   const int64_t steps = w.compressed_cols() / 16, blocks = w.slots() / detail::kPackRows;
-  // The kernels index activations with the packed positions unchecked. Checked here first, in
-  // slot order, so the error names the first bad position whatever the thread count.
-  for (int64_t s = 0; s < blocks * detail::kPackRows; ++s) {
-    const uint8_t* pos = w.positions.row<const uint8_t>(s);
-    for (int64_t j = 0; j < steps * 16; ++j)
-      if (pos[j] >= w.pattern.m)
-        throw std::invalid_argument("weight positions: slot " + std::to_string(s) + ", value " + std::to_string(j) +
-                                    ": positions must be < m");
-  }
+  // The kernels index activations with the packed positions unchecked: checked here first (the
+  // error names the first bad group whatever the thread count).
+  validate_nm_positions(w.positions, w.pattern);
   const size_t esize = size_t(dtype_size(w.values.dtype));
   const bool two_bit = detail::pack_positions_2bit(w.pattern.m);
   parallel_for(blocks, 16, [&](int64_t b0, int64_t b1) {

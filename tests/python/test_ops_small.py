@@ -231,5 +231,5 @@ def test_rows_pack_arrays_are_checked(rng):
     w.indices[3, 5] = 4  # corrupted: a 2:4 position must be < 4
     with pytest.raises(ValueError, match="weight: positions: group 2 of row 3"):
         hinm.prepack(w)  # checked before packing
-    with pytest.raises(ValueError, match="slot 3, value 5: positions must be < m"):
+    with pytest.raises(ValueError, match="positions: group 2 of row 3 "):
         _C.pack_rows(*ops._weight(w).args(), good_v, good_i)  # and by the packer itself

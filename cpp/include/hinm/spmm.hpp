@@ -40,7 +40,7 @@ int64_t rows_pack_size(const HiNMView& w);
 // Bytes of the pack's positions: rows_pack_size(w) / 4 for m <= 4, rows_pack_size(w) otherwise.
 int64_t rows_pack_position_bytes(const HiNMView& w);
 // Fills values (w's dtype, rows_pack_size(w) of them) and positions (rows_pack_position_bytes);
-// std::invalid_argument on a position >= m.
+// std::invalid_argument on invalid positions (validate_nm_positions).
 void pack_rows(const HiNMView& w, void* values, uint8_t* positions);
 
 // out [R, N] (=|+=) W @ b, with b [K, N] float32. `masks` and `packed`: optional kernel-side
