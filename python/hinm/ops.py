@@ -178,7 +178,7 @@ _F32 = np.dtype(np.float32)
 
 class _Prepared:
     __slots__ = ("ref", "plain", "values", "indices", "col_idx", "row_perm", "weight", "rows", "cols", "state",
-                 "versions", "recheck")
+                 "versions", "recheck", "torch_values")
 
 
 def _prepare(w: Any, parts: _Weight) -> None:
@@ -187,6 +187,8 @@ def _prepare(w: Any, parts: _Weight) -> None:
     state = _state(w)
     if not _own_arrays(w, parts) or (_needs_masks(parts) and state[0] is None):
         return
+    if _grad_wanted(getattr(w, "values", None)):
+        return  # the generic path marks the product as having no backward
     try:
         key = id(w)
         ref = weakref.ref(w, lambda _, key=key: _FAST.pop(key, None))
@@ -203,6 +205,7 @@ def _prepare(w: Any, parts: _Weight) -> None:
     p.versions = tuple((a, t[1]) for a, t in zip(arrays, state) if t is not None and t[0] == "torch")
     p.recheck = any(t is not None and t[0] != "torch" and a.base is not None for a, t in zip(arrays, state))
     p.ref, p.values, p.indices = ref, getattr(w, "values", None), getattr(w, "indices", None)
+    p.torch_values = is_torch(p.values)
     p.plain = type(w) is NMTensor  # frozen, and without col_idx / row_perm
     p.col_idx, p.row_perm = getattr(w, "col_idx", None), getattr(w, "row_perm", None)
     p.weight = _C.spmm_weight(*parts.args(), masks)
@@ -217,6 +220,8 @@ def _fast(w: Any) -> Optional[_Prepared]:
     for a, version in p.versions:
         if a._version != version:
             return None
+    if p.torch_values and p.values.requires_grad:  # made a leaf that wants gradients since
+        return None
     if p.recheck and _state(w) != p.state:
         return None
     if p.plain or (p.col_idx is getattr(w, "col_idx", None) and p.row_perm is getattr(w, "row_perm", None)):
@@ -295,6 +300,8 @@ def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> An
     _require_f32(out, "out")
     if not _is_contiguous(out):
         raise ValueError("out must be contiguous (row-major)")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is a read-only array")
     return given if is_torch(given) or isinstance(given, np.ndarray) else out
 
 
@@ -317,6 +324,58 @@ def _fast_spmm(p: _Prepared, b: Any, out: Any, accumulate: bool) -> Any:
     except (TypeError, ValueError):
         return NotImplemented
     return y
+
+
+# ---- autograd: products have no backward, and say so ------------------------------------------
+def _grad_wanted(*arrays: Any) -> bool:
+    """Whether autograd would want a gradient through any of arrays (torch tensors requiring grad
+    under grad mode)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return False
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in arrays)
+
+
+_NO_BACKWARD = None
+
+
+def _no_backward_function():
+    """A torch.autograd.Function whose output is its first input and whose backward raises: the
+    product stays usable in grad mode (evaluation without no_grad), while a gradient through it,
+    which hinm does not compute, is an error instead of silently missing."""
+    global _NO_BACKWARD
+    if _NO_BACKWARD is None:
+        import torch
+
+        class NoBackward(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, name, y, *inputs):
+                ctx.name = name
+                return y
+
+            @staticmethod
+            def backward(ctx, *grads):
+                raise RuntimeError(f"hinm.{ctx.name} has no backward (the sparse kernels are inference-only): "
+                                   "run it under torch.no_grad(), or train a masked dense layer (hinm.training) "
+                                   "and compress afterwards")
+
+        _NO_BACKWARD = NoBackward
+    return _NO_BACKWARD
+
+
+def _without_backward(name: str, out: Any, grad_inputs: tuple, compute) -> Any:
+    """compute() with autograd off, its torch result joined to the graph of grad_inputs by
+    _no_backward_function."""
+    if out is not None:
+        raise RuntimeError(f"hinm.{name}: out= cannot be used when an input requires grad (as with torch's "
+                           "out= functions); run it under torch.no_grad()")
+    torch = sys.modules["torch"]
+    with torch.no_grad():
+        y = compute()
+    if not is_torch(y):
+        raise RuntimeError(f"hinm.{name}: an input requires grad, but the result is a numpy array, which "
+                           "cannot carry it; run it under torch.no_grad() or pass x as a torch tensor")
+    return _no_backward_function().apply(name, y, *[a for a in grad_inputs if is_torch(a)])
 
 
 class PrepackedWeight:
@@ -360,6 +419,9 @@ def prepack(w: Any) -> PrepackedWeight:
     edits are counted, using the old copy raises RuntimeError)."""
     if isinstance(w, PrepackedWeight):
         return w
+    if _grad_wanted(getattr(w, "values", None)):
+        raise RuntimeError("prepack: the weight's values require grad; a packed copy is for inference "
+                           "(pass values.detach(), or call it under torch.no_grad())")
     parts = _weight(w)
     _check_structure(w, parts)
     if is_cuda(parts.values):
@@ -395,7 +457,8 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
     float32 in x's framework. ``out=`` (float32, contiguous, shape [..., R]) receives the result;
     with ``accumulate=True`` the product and bias are *added* to ``out`` (used to sum several
     sparse terms, e.g. a TASD series, into one buffer). A TASDSeries W runs every term that way.
-    W may be a :class:`PrepackedWeight` (:func:`prepack`)."""
+    W may be a :class:`PrepackedWeight` (:func:`prepack`). No backward: with torch inputs that
+    require grad, the result's backward raises (out= is then refused)."""
     if type(w) is PrepackedWeight:
         w._check()
         y = _fast_linear(w._prepared, x, bias, out, accumulate)
@@ -407,6 +470,9 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
         y = _fast_linear(p, x, bias, out, accumulate)
         if y is not NotImplemented:
             return y
+    if _grad_wanted(x, bias, getattr(w, "values", None)):
+        return _without_backward("linear", out, (x, bias, getattr(w, "values", None)),
+                                 lambda: linear(x, w, bias, None, accumulate))
     if type(w).__name__ == "TASDSeries":
         from .tasd import tasd_linear
 
@@ -440,7 +506,8 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
 
 def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) -> Any:
     """W @ B for a compressed W [R, K] and a float32 B [K, N]; returns [R, N] float32 in B's
-    framework. ``out=`` / ``accumulate=`` as in :func:`linear`; W may be a :class:`PrepackedWeight`."""
+    framework. ``out=`` / ``accumulate=`` and autograd as in :func:`linear`; W may be a
+    :class:`PrepackedWeight`."""
     if type(w) is PrepackedWeight:
         w._check()
         y = _fast_spmm(w._prepared, b, out, accumulate)
@@ -452,6 +519,8 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
         y = _fast_spmm(p, b, out, accumulate)
         if y is not NotImplemented:
             return y
+    if _grad_wanted(b, getattr(w, "values", None)):
+        return _without_backward("spmm", out, (b, getattr(w, "values", None)), lambda: spmm(w, b, None, accumulate))
     b = as_array(b, "b")
     if is_cuda(b):
         return _cuda_op("spmm")(w, b, out=out, accumulate=accumulate)

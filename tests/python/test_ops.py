@@ -167,6 +167,12 @@ def test_bad_inputs_raise_clear_errors(rng, monkeypatch):
         hinm.linear(x, t, out=np.zeros((3, 16), np.float64))
     with pytest.raises(ValueError, match="out must be contiguous"):
         hinm.linear(x, t, out=np.zeros((16, 3), np.float32).T)
+    read_only = np.zeros((2, 3, 16), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out is a read-only array"):
+        hinm.linear(x, t, out=read_only[0])
+    with pytest.raises(ValueError, match="out is a read-only array"):
+        hinm.spmm(t, x.T.copy(), out=read_only[1].reshape(16, 3))
     with pytest.raises(ValueError, match="accumulate"):
         hinm.linear(x, t, accumulate=True)
     with pytest.raises(ValueError, match="bias must have shape"):
