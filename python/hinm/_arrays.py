@@ -108,6 +108,18 @@ def contiguous(x: Any) -> Any:
 # The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
 # so they must see when an array may have been edited in place since.
 
+def overlap(a: Any, b: Any) -> bool:
+    """Whether the memory ranges of two CPU arrays (numpy or torch) intersect (conservative:
+    interleaved views that share no element count as overlapping)."""
+    if b is None:
+        return False
+    if type(a) is not np.ndarray:
+        a = to_numpy(a)
+    if type(b) is not np.ndarray:
+        b = to_numpy(b)
+    return bool(np.may_share_memory(a, b))
+
+
 def edit_token(a: Any) -> Optional[tuple]:
     """What changes when `a` is edited in place: torch's version counter (shared by its views and
     detached aliases); for a numpy array, a constant when it is read-only all the way to the memory's

@@ -10,7 +10,7 @@ import pytest
 
 import hinm
 from hinm import _C, ops
-from conftest import needs_torch
+from conftest import HAS_TORCH, needs_torch
 
 PATTERNS = [(1, 2), (2, 4), (1, 4), (2, 8), (4, 8), (1, 8)]
 VARIANTS = ["", "generic"]  # the machine's best kernels, and the portable ones
@@ -173,6 +173,17 @@ def test_bad_inputs_raise_clear_errors(rng, monkeypatch):
         hinm.linear(x, t, out=read_only[0])
     with pytest.raises(ValueError, match="out is a read-only array"):
         hinm.spmm(t, x.T.copy(), out=read_only[1].reshape(16, 3))
+    shared = np.zeros(3 * 32 + 16, np.float32)  # the kernels read x / b / bias while writing out
+    with pytest.raises(ValueError, match="out overlaps x"):
+        hinm.linear(shared[:96].reshape(3, 32), t, out=shared[48:96].reshape(3, 16))
+    with pytest.raises(ValueError, match="out overlaps bias"):
+        hinm.linear(x, t, shared[:16], out=shared[:48].reshape(3, 16))
+    with pytest.raises(ValueError, match="out overlaps b"):
+        hinm.spmm(t, shared[:96].reshape(32, 3), out=shared[:48].reshape(16, 3))
+    if HAS_TORCH:
+        import torch
+        with pytest.raises(ValueError, match="out overlaps x"):
+            hinm.linear(torch.from_numpy(shared[:96].reshape(3, 32)), t, out=torch.from_numpy(shared[:48].reshape(3, 16)))
     with pytest.raises(ValueError, match="accumulate"):
         hinm.linear(x, t, accumulate=True)
     with pytest.raises(ValueError, match="bias must have shape"):
