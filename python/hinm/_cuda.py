@@ -258,6 +258,21 @@ def _check_out(out: Optional[Any], shape: tuple, dtype: str, device: Any, accumu
         raise ValueError(f"out must be a {dtype} tensor of shape {shape} on {device}")
 
 
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two tensors' reachable memory ranges intersect (any device; conservative)."""
+    def bounds(t):
+        low = high = t.data_ptr()
+        for n, st in zip(t.shape, t.stride()):
+            reach = (n - 1) * st * t.element_size()
+            low, high = (low + reach, high) if reach < 0 else (low, high + reach)
+        return low, high + t.element_size()
+
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    (a0, a1), (b0, b1) = bounds(a), bounds(b)
+    return a0 < b1 and b0 < a1
+
+
 def spmm_cuda(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False,
               bias: Optional[Any] = None) -> Any:
     """W @ B (+ bias[:, None]) on the GPU. b: CUDA tensor [K, N], float16 or bfloat16 (the weight's
@@ -271,6 +286,8 @@ def spmm_cuda(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = Fals
         raise ValueError(f"b must have shape ({dw.cols}, N), got {tuple(b.shape)}")
     n = int(b.shape[1])
     _check_out(out, (dw.rows, n), dt, b.device, accumulate)
+    if out is not None and _overlap(out, b):  # the kernel reads b while writing out
+        raise ValueError("out overlaps b in memory; pass a separate out= buffer")
     with torch.no_grad():
         b = b.detach()
         bias_t = _bias(bias, dw, b.device)

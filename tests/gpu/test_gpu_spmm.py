@@ -163,3 +163,10 @@ def test_device_layout_follows_edits_in_place():
     b = _cuda.device_weight(w, "cuda")
     assert b is not a and torch.equal(b.frag_values, a.frag_values * 2)
     assert _cuda.device_weight(w, "cuda") is b
+
+
+def test_out_overlapping_b_is_refused():
+    w, _ = random_hinm(64, 128, 64, 0.5, torch.float16, False, seed=2)
+    buf = torch.randn(128, 8, device="cuda").half()
+    with pytest.raises(ValueError, match="out overlaps b"):
+        _cuda.spmm_cuda(w, buf, out=buf[:64])

@@ -190,3 +190,13 @@ def test_gpu_benchmark_exits_cleanly_without_a_gpu():
     res = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "nothing to do" in res.stdout
+
+
+def test_overlap_check_of_the_cuda_path():
+    # the GPU spmm refuses an out= overlapping b with this test (tests/gpu exercises the call)
+    t = torch.zeros(8, 6)
+    assert _cuda._overlap(t[:4], t[3:])
+    assert not _cuda._overlap(t[:4], t[4:])
+    assert _cuda._overlap(t[:, :2], t[:, 4:])  # interleaved: conservative
+    assert _cuda._overlap(t[2:3], t.t()[1:2])  # a column crossing a row
+    assert not _cuda._overlap(t[:0], t)
