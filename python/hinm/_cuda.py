@@ -260,12 +260,9 @@ def _check_out(out: Optional[Any], shape: tuple, dtype: str, device: Any, accumu
 
 def _overlap(a: Any, b: Any) -> bool:
     """Whether two tensors' reachable memory ranges intersect (any device; conservative)."""
-    def bounds(t):
-        low = high = t.data_ptr()
-        for n, st in zip(t.shape, t.stride()):
-            reach = (n - 1) * st * t.element_size()
-            low, high = (low + reach, high) if reach < 0 else (low, high + reach)
-        return low, high + t.element_size()
+    def bounds(t):  # torch strides are never negative
+        reach = sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (reach + 1) * t.element_size()
 
     if a.numel() == 0 or b.numel() == 0:
         return False
