@@ -28,6 +28,7 @@ Matrix scores_or_magnitude(const Matrix& weight, const Matrix& scores, std::vect
     owned.resize(static_cast<size_t>(weight.rows * weight.cols));
     const Matrix magnitude = make_matrix(owned.data(), DType::f32, weight.rows, weight.cols);
     abs_scores(weight, magnitude);
+    check_scores_finite(magnitude, "weight");  // a NaN weight would be kept or dropped arbitrarily
     return magnitude;
   }
   if (scores.rows != weight.rows || scores.cols != weight.cols)

@@ -170,6 +170,8 @@ def test_bad_inputs(rng):
     bad[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         hinm.hinm_mask(bad, cfg)
+    with pytest.raises(ValueError, match=r"weight contains NaN \(first at row 3, column 3\)"):
+        hinm.compress(bad, cfg)
     with pytest.raises(ValueError, match="permutation"):
         hinm.compress(w, cfg, perm={"row_perm": np.zeros(16, dtype=np.int64)})
     with pytest.raises(ValueError, match="shape"):

@@ -48,6 +48,9 @@ def test_bad_inputs_raise(rng):
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         hinm.nm_mask(bad, 2, 4)
+    for dtype in (np.float32, np.float16):  # |W| scores: a NaN weight is no score
+        with pytest.raises(ValueError, match=r"weight contains NaN \(first at row 1, column 2\)"):
+            hinm.compress_nm(bad.astype(dtype), 2, 4)
 
 
 @needs_torch
