@@ -66,6 +66,11 @@ class PermutationResult:
         return self.col_orders[0]
 
 
+def _require_count(name: str, value: Any, limit: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < limit:
+        raise ValueError(f"{name} must be an integer in [0, {limit}), got {value!r}")
+
+
 def _scores_of(weight: Any, scores: Any) -> np.ndarray:
     weight = as_array(weight, "weight")
     require_2d(weight, "weight")
@@ -172,11 +177,14 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     v, kept = _geometry(config, rows, cols)
     if time_budget is not None and not time_budget >= 0:
         raise ValueError(f"time_budget must be >= 0 seconds or None, got {time_budget!r}")
-    if int(cluster_rounds) < 0 or int(swap_rounds) < 0:
-        raise ValueError(f"cluster_rounds and swap_rounds must be >= 0, got {cluster_rounds}, {swap_rounds}")
-    if int(anneal_moves) < 0 or not (np.isfinite(anneal_temperature) and anneal_temperature >= 0):
-        raise ValueError(f"anneal_moves and anneal_temperature must be >= 0 (finite), got {anneal_moves}, "
-                         f"{anneal_temperature}")
+    counts = dict(ocp_fail_limit=ocp_fail_limit, icp_fail_limit=icp_fail_limit, refine_rounds=refine_rounds,
+                  cluster_rounds=cluster_rounds, swap_rounds=swap_rounds, anneal_moves=anneal_moves,
+                  anneal_max_tiles=anneal_max_tiles)
+    for name, value in counts.items():
+        _require_count(name, value, 2**31)
+    _require_count("seed", seed, 2**64)  # the C++ generator takes 64 bits: larger seeds would alias
+    if not (np.isfinite(anneal_temperature) and anneal_temperature >= 0):
+        raise ValueError(f"anneal_temperature must be >= 0 (finite), got {anneal_temperature}")
     schedule = [int(x) for x in schedule]
     if any(x < 1 for x in schedule):
         raise ValueError(f"schedule entries must be >= 1, got {schedule}")
@@ -188,7 +196,7 @@ def search_permutation(weight: Any, config: Union[str, Config], method: str = "g
     callback, bar = _progress_callback(progress)
     try:
         retained, history = _C.search_permutation(
-            s, int(v), int(kept), config.n, config.m, method, int(seed) & (2**64 - 1),
+            s, int(v), int(kept), config.n, config.m, method, int(seed),
             -1.0 if time_budget is None else float(time_budget), schedule, int(ocp_fail_limit),
             int(icp_fail_limit), int(refine_rounds), bool(window_search), str(ocp_objective),
             int(cluster_rounds), int(swap_rounds), int(anneal_moves), float(anneal_temperature),
@@ -252,6 +260,8 @@ def balanced_kmeans(points: Any, k: int, seed: int = 0, max_iter: int = 20, tol:
     k = int(k)
     if k < 1 or x.shape[0] % k:
         raise ValueError(f"k must divide the number of points ({x.shape[0]}), got k={k}")
+    _require_count("seed", seed, 2**64)
+    _require_count("max_iter", max_iter, 2**31)
     labels = np.empty(x.shape[0], dtype=np.int32)
-    _C.balanced_kmeans(x, k, x.shape[0] // k, int(seed) & (2**64 - 1), int(max_iter), float(tol), labels)
+    _C.balanced_kmeans(x, k, x.shape[0] // k, int(seed), int(max_iter), float(tol), labels)
     return labels

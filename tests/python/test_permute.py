@@ -393,6 +393,16 @@ def test_bad_inputs(rng):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", cluster_rounds=-1)
     with pytest.raises(ValueError, match="swap_rounds"):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", swap_rounds=-2)
+    for name in ("ocp_fail_limit", "icp_fail_limit", "refine_rounds", "anneal_max_tiles"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer in"):
+            hinm.search_permutation(w, "hinm:v32:0.5:2:4", **{name: -1})
+    with pytest.raises(ValueError, match="icp_fail_limit must be an integer"):
+        hinm.search_permutation(w, "hinm:v32:0.5:2:4", icp_fail_limit=2.5)
+    for seed in (-1, 2**64, None, 1.5):  # -1 and 2**64 used to alias seeds 2**64 - 1 and 0
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 18446744073709551616\)"):
+            hinm.search_permutation(w, "2:4", seed=seed)
+        with pytest.raises(ValueError, match="seed must be an integer in"):
+            hinm.permute.balanced_kmeans(rng.random((8, 2)), 2, seed=seed)
     with pytest.raises(ValueError, match="ocp_objective"):
         hinm.search_permutation(w, "hinm:v32:0.5:2:4", ocp_objective="both")
     with pytest.raises(TypeError):
