@@ -104,10 +104,6 @@ def contiguous(x: Any) -> Any:
     return np.ascontiguousarray(x)
 
 
-# --- edits in place and cached derived data ----------------------------------------------------
-# The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
-# so they must see when an array may have been edited in place since.
-
 def overlap(a: Any, b: Any) -> bool:
     """Whether the memory ranges of two CPU arrays (numpy or torch) intersect (conservative:
     interleaved views that share no element count as overlapping)."""
@@ -119,6 +115,10 @@ def overlap(a: Any, b: Any) -> bool:
         b = to_numpy(b)
     return bool(np.may_share_memory(a, b))
 
+
+# --- edits in place and cached derived data ----------------------------------------------------
+# The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
+# so they must see when an array may have been edited in place since.
 
 def edit_token(a: Any) -> Optional[tuple]:
     """What changes when `a` is edited in place: torch's version counter (shared by its views and
