@@ -602,6 +602,7 @@ void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate
   check_view(w);
   require(b, "b", DType::f32, w.cols, -1);
   require(out, "out", DType::f32, w.rows, b.cols);
+  require_disjoint(out, b, "b");
   Problem p{&w, b.cols, static_cast<const float*>(b.data), 1, b.stride,
             static_cast<float*>(out.data), 1, out.stride, nullptr, accumulate, masks, false, packed};
   run(p);
@@ -612,6 +613,8 @@ void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix&
   check_view(w);
   require(x, "x", DType::f32, -1, w.cols);
   require(out, "out", DType::f32, x.rows, w.rows);
+  require_disjoint(out, x, "x");
+  if (bias) require_disjoint(out, make_matrix(const_cast<float*>(bias), DType::f32, 1, w.rows), "bias");
   Problem p{&w, x.rows, static_cast<const float*>(x.data), x.stride, 1,
             static_cast<float*>(out.data), out.stride, 1, bias, accumulate, masks, true, packed};
   run(p);

@@ -104,18 +104,6 @@ def contiguous(x: Any) -> Any:
     return np.ascontiguousarray(x)
 
 
-def overlap(a: Any, b: Any) -> bool:
-    """Whether the memory ranges of two CPU arrays (numpy or torch) intersect (conservative:
-    interleaved views that share no element count as overlapping)."""
-    if b is None:
-        return False
-    if type(a) is not np.ndarray:
-        a = to_numpy(a)
-    if type(b) is not np.ndarray:
-        b = to_numpy(b)
-    return bool(np.may_share_memory(a, b))
-
-
 # --- edits in place and cached derived data ----------------------------------------------------
 # The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
 # so they must see when an array may have been edited in place since.

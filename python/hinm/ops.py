@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _C
-from ._arrays import as_array, contiguous, dtype_name, edit_token, empty, is_cuda, is_torch, overlap, to_numpy
+from ._arrays import as_array, contiguous, dtype_name, edit_token, empty, is_cuda, is_torch, to_numpy
 from .nm import NMTensor
 
 __all__ = ["linear", "spmm", "prepack", "PrepackedWeight"]
@@ -263,7 +263,7 @@ def _fast_linear(p: _Prepared, x: Any, bias: Any, out: Any, accumulate: bool) ->
     else:
         y = out
         yn = out if type(out) is np.ndarray and out.dtype == _F32 else _plain(out)
-        if yn is None or yn.shape != shape or not yn.flags.c_contiguous or overlap(yn, xn) or overlap(yn, bias):
+        if yn is None or yn.shape != shape or not yn.flags.c_contiguous:
             return NotImplemented
     if yn.ndim != 2:
         yn = yn.reshape(-1, p.rows)
@@ -286,7 +286,7 @@ def _require_f32(a: Any, name: str) -> None:
         raise TypeError(f"{name} must be float32, got {dt}")
 
 
-def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool, inputs: tuple = ()) -> Any:
+def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool) -> Any:
     if out is None:
         if accumulate:
             raise ValueError("accumulate=True needs an out= buffer to add into")
@@ -302,9 +302,6 @@ def _output(out: Optional[Any], shape: tuple, like: Any, accumulate: bool, input
         raise ValueError("out must be contiguous (row-major)")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
         raise ValueError("out is a read-only array")
-    for name, a in inputs:  # the kernels read inputs while they write out
-        if a is not None and overlap(out, a):
-            raise ValueError(f"out overlaps {name} in memory; pass a separate out= buffer")
     return given if is_torch(given) or isinstance(given, np.ndarray) else out
 
 
@@ -320,7 +317,7 @@ def _fast_spmm(p: _Prepared, b: Any, out: Any, accumulate: bool) -> Any:
         y = yn if type(b) is np.ndarray else sys.modules["torch"].from_numpy(yn)
     else:
         y, yn = out, _plain(out)
-        if yn is None or yn.ndim != 2 or not yn.flags.c_contiguous or overlap(yn, bn):
+        if yn is None or yn.ndim != 2 or not yn.flags.c_contiguous:
             return NotImplemented
     try:
         _C.spmm_w(p.weight, bn, yn, accumulate)
@@ -499,7 +496,7 @@ def linear(x: Any, w: Any, bias: Optional[Any] = None, out: Optional[Any] = None
         _require_f32(bias, "bias")
         if tuple(bias.shape) != (parts.rows,):
             raise ValueError(f"bias must have shape ({parts.rows},), got {tuple(bias.shape)}")
-    y = _output(out, lead + (parts.rows,), x, accumulate, (("x", x), ("bias", bias)))
+    y = _output(out, lead + (parts.rows,), x, accumulate)
     y2 = y.reshape(-1, parts.rows) if len(y.shape) != 2 else y
     masks = _masks(w, parts) if int(x2.shape[0]) < _ROWS_PATH_BATCH else None
     _C.linear(x2, *parts.args(), bias, y2, bool(accumulate), masks)
@@ -534,7 +531,7 @@ def spmm(w: Any, b: Any, out: Optional[Any] = None, accumulate: bool = False) ->
     if len(b.shape) != 2 or int(b.shape[0]) != parts.cols:
         raise ValueError(f"b must have shape ({parts.cols}, N) for a weight of shape {(parts.rows, parts.cols)}, "
                          f"got {tuple(b.shape)}")
-    y = _output(out, (parts.rows, int(b.shape[1])), b, accumulate, (("b", b),))
+    y = _output(out, (parts.rows, int(b.shape[1])), b, accumulate)
     masks = _masks(w, parts) if int(b.shape[1]) < _ROWS_PATH_BATCH else None
     _C.spmm(*parts.args(), b, y, bool(accumulate), masks)
     if _fast(w) is None:

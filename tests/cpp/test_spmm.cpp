@@ -213,6 +213,14 @@ TEST(spmm_rejects_bad_inputs) {
   CHECK_THROWS(linear(make_matrix(x.data(), DType::f32, 3, 31), w, nullptr, ym), std::invalid_argument);
   CHECK_THROWS(linear(xm, w, nullptr, make_matrix(y.data(), DType::f32, 3, 63)), std::invalid_argument);
   CHECK_THROWS(linear(make_matrix(x.data(), DType::f16, 3, 32), w, nullptr, ym), std::invalid_argument);
+  // out sharing memory with an input (the kernels read it while writing out)
+  std::vector<float> shared(3 * 64 + 64);
+  const Matrix in_shared = make_matrix(shared.data(), DType::f32, 3, 32, 64);
+  CHECK_THROWS(linear(in_shared, w, nullptr, make_matrix(shared.data() + 64, DType::f32, 3, 64)), std::invalid_argument);
+  CHECK_THROWS(linear(xm, w, shared.data() + 100, make_matrix(shared.data(), DType::f32, 3, 64)), std::invalid_argument);
+  CHECK_THROWS(spmm(w, make_matrix(shared.data(), DType::f32, 32, 3), make_matrix(shared.data() + 60, DType::f32, 64, 3)),
+               std::invalid_argument);
+  linear(in_shared, w, shared.data() + 192, make_matrix(y.data(), DType::f32, 3, 64));  // disjoint: fine
   HiNMView bad = w;
   bad.kept = 30;
   CHECK_THROWS(linear(xm, bad, nullptr, ym), std::invalid_argument);

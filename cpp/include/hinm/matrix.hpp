@@ -57,4 +57,22 @@ inline void require(const Matrix& m, const char* what, DType dtype, int64_t rows
   if (m.data == nullptr && m.rows * m.cols > 0) throw std::invalid_argument(std::string(what) + ": null data");
 }
 
+// Whether two matrices can reach a common byte (conservative: interleaved rows count as shared).
+// Both must have passed require() (stride >= cols >= 0).
+inline bool may_overlap(const Matrix& a, const Matrix& b) {
+  if (a.rows * a.cols == 0 || b.rows * b.cols == 0) return false;
+  const auto begin = [](const Matrix& m) { return reinterpret_cast<uintptr_t>(m.data); };
+  const auto end = [](const Matrix& m) {
+    return reinterpret_cast<uintptr_t>(m.data) + uintptr_t((m.rows - 1) * m.stride + m.cols) * dtype_size(m.dtype);
+  };
+  return begin(a) < end(b) && begin(b) < end(a);
+}
+
+// Kernels read their inputs while writing `out`: an output sharing memory with an input would
+// give a silently wrong result.
+inline void require_disjoint(const Matrix& out, const Matrix& in, const char* in_name) {
+  if (may_overlap(out, in))
+    throw std::invalid_argument(std::string("out overlaps ") + in_name + " in memory; pass a separate out= buffer");
+}
+
 }  // namespace hinm
