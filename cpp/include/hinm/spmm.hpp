@@ -45,7 +45,8 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions);
 
 // out [R, N] (=|+=) W @ b, with b [K, N] float32. `masks` and `packed`: optional kernel-side
 // layouts of w (below), read instead of being derived per call; `packed` must be pack_rows(w)
-// of this w (its arrays are read without bounds checks).
+// of this w (its arrays are read without bounds checks). An out sharing memory with b (or, for
+// linear, x or bias) is std::invalid_argument.
 void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate = false,
           const Matrix* masks = nullptr, const RowsPack* packed = nullptr);
 
