@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
@@ -17,7 +16,7 @@ NM_FORMAT_VERSION = 1
 
 def _pattern(n: int, m: int) -> NMConfig:
     try:
-        return NMConfig(operator.index(n), operator.index(m))
+        return NMConfig(n, m)  # validates: integers (numpy ones too), not bools
     except TypeError:
         raise TypeError(f"n and m must be integers, got {n!r}:{m!r}") from None
 

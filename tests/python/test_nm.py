@@ -156,6 +156,9 @@ def test_bad_weight_shapes_and_strides(rng):
         hinm.compress_nm(w.astype(np.int32), 2, 4)
     with pytest.raises(TypeError, match="n and m must be integers"):
         hinm.compress_nm(w, 2.5, 4)
+    with pytest.raises(TypeError, match="n and m must be integers"):  # as NMConfig(True, 4)
+        hinm.nm_mask(w, True, 4)
+    assert hinm.nm_mask(w, np.int64(2), np.uint8(4)).sum() == w.size // 2  # numpy integers are integers
 
 
 @needs_torch
