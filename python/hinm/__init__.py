@@ -4,6 +4,7 @@ GEMM and gyro-permutation search, callable from numpy or torch (DLPack, zero cop
 from __future__ import annotations
 
 import logging as _logging
+import operator as _operator
 import os as _os
 import sys as _sys
 
@@ -66,7 +67,15 @@ def cuda_available() -> bool:
 def set_num_threads(n: int) -> None:
     """Threads used by hinm's CPU kernels and searches; n <= 0 restores the default
     (OMP_NUM_THREADS, else all cores). Results do not depend on it."""
-    _C.set_num_threads(int(n))
+    try:
+        count = None if isinstance(n, bool) else _operator.index(n)
+    except TypeError:
+        count = None
+    if count is None:
+        raise TypeError(f"set_num_threads: n must be an integer, got {n!r}")
+    if count >= 2**31:
+        raise ValueError(f"set_num_threads: n must be below 2**31, got {count}")
+    _C.set_num_threads(max(count, 0))
 
 
 def get_num_threads() -> int:

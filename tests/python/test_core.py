@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import hinm
 
 
@@ -22,6 +24,14 @@ def test_threads_round_trip():
     hinm.set_num_threads(3)
     assert hinm.get_num_threads() == 3
     hinm.set_num_threads(0)
+    assert hinm.get_num_threads() == default
+    hinm.set_num_threads(-5)  # any n <= 0: the default
+    assert hinm.get_num_threads() == default
+    for bad in (1.5, True, "2", None):
+        with pytest.raises(TypeError, match="n must be an integer"):
+            hinm.set_num_threads(bad)
+    with pytest.raises(ValueError, match="below 2"):
+        hinm.set_num_threads(2**40)
     assert hinm.get_num_threads() == default
 
 
