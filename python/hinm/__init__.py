@@ -67,12 +67,9 @@ def cuda_available() -> bool:
 def set_num_threads(n: int) -> None:
     """Threads used by hinm's CPU kernels and searches; n <= 0 restores the default
     (OMP_NUM_THREADS, else all cores). Results do not depend on it."""
-    try:
-        count = None if isinstance(n, bool) else _operator.index(n)
-    except TypeError:
-        count = None
-    if count is None:
+    if isinstance(n, bool) or not hasattr(type(n), "__index__"):  # ints and numpy integers
         raise TypeError(f"set_num_threads: n must be an integer, got {n!r}")
+    count = _operator.index(n)
     if count >= 2**31:
         raise ValueError(f"set_num_threads: n must be below 2**31, got {count}")
     _C.set_num_threads(max(count, 0))
