@@ -262,7 +262,10 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
       for (int64_t b0 = 0; b0 < p.batch; b0 += 4) {
         detail::RowsArgs a;
         a.rows = rows;
-        if (masks.data) {
+        if (masks.data && masks.dtype == DType::u32) {
+          a.pos_words = masks.row<const uint32_t>(item.s0);
+          a.word_stride = masks.stride;
+        } else if (masks.data) {
           a.masks = masks.row<const uint16_t>(item.s0);
           a.mask_stride = masks.stride;
         }
@@ -516,7 +519,13 @@ void run(const Problem& p) {
     return run_panel(p, k);
   }
   const int64_t blocks = spmm_mask_blocks(w);
-  if (!k.rows_use_masks || detail::rows_uses_positions(w.pattern.n, w.pattern.m)) return run_rows(p, k, Matrix{});
+  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) {
+    // Position words are optional (the kernels read the positions otherwise): never built per call.
+    if (!p.masks || spmm_masks_cols(w) == 0) return run_rows(p, k, Matrix{});
+    require(*p.masks, "masks", DType::u32, w.slots(), spmm_masks_cols(w));
+    return run_rows(p, k, *p.masks);
+  }
+  if (!k.rows_use_masks) return run_rows(p, k, Matrix{});
   if (p.masks) {
     require(*p.masks, "masks", DType::u16, w.slots(), blocks);
     return run_rows(p, k, *p.masks);
@@ -532,6 +541,31 @@ void run(const Problem& p) {
 // ----------------------------------------------------------------------------------------------
 // Public entry points
 // ----------------------------------------------------------------------------------------------
+namespace {
+
+// The 16 positions pos[0..16) (each < 4) in 2 bits each, pos[e] in bits 2e..2e+1.
+uint32_t position_word(const uint8_t* pos) {
+  uint32_t word = 0;
+  for (int e = 0; e < 16; ++e) word |= uint32_t(pos[e]) << (2 * e);
+  return word;
+}
+
+// Position words: word q of slot s holds the positions of values 16q..16q+15 in 2 bits each.
+void build_position_words(const HiNMView& w, const Matrix& words, int64_t slots) {
+  // The kernels index activations with these fields unchecked: the positions are checked first.
+  validate_nm_positions(w.positions, w.pattern);
+  const int64_t steps = spmm_masks_cols(w);
+  parallel_for(slots, 64, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const uint8_t* pos = w.positions.row<const uint8_t>(s);
+      uint32_t* out = words.row<uint32_t>(s);
+      for (int64_t q = 0; q < steps; ++q) out[q] = position_word(pos + q * 16);
+    }
+  });
+}
+
+}  // namespace
+
 int64_t rows_pack_size(const HiNMView& w) {
   if (!detail::rows_uses_positions(w.pattern.n, w.pattern.m) || w.rows == 0) return 0;
   return w.slots() / detail::kPackRows * (w.compressed_cols() / 16) * detail::kPackRows * 16;
@@ -563,8 +597,7 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
             std::memcpy(positions + at, pos, 16);
             continue;
           }
-          uint32_t word = 0;
-          for (int e = 0; e < 16; ++e) word |= uint32_t(pos[e]) << (2 * e);
+          const uint32_t word = position_word(pos);
           for (int k = 0; k < 4; ++k) positions[at / 4 + k] = uint8_t(word >> (8 * k));  // little-endian
         }
   });
@@ -572,10 +605,24 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions) {
 
 int64_t spmm_mask_blocks(const HiNMView& w) { return (w.kept + 15) / 16; }
 
+bool spmm_masks_are_words(const HiNMView& w) {
+  return detail::rows_uses_positions(w.pattern.n, w.pattern.m) && detail::pack_positions_2bit(w.pattern.m);
+}
+
+int64_t spmm_masks_cols(const HiNMView& w) {
+  if (spmm_masks_are_words(w)) return w.compressed_cols() / 16;
+  return detail::rows_uses_positions(w.pattern.n, w.pattern.m) ? 0 : spmm_mask_blocks(w);
+}
+
 void build_spmm_masks(const HiNMView& w, const Matrix& masks) {
   check_view(w);
-  const int64_t blocks = spmm_mask_blocks(w);
   const int64_t slots = w.rows == 0 ? 0 : w.slots();
+  if (detail::rows_uses_positions(w.pattern.n, w.pattern.m)) {
+    require(masks, "masks", spmm_masks_are_words(w) ? DType::u32 : DType::u16, slots, spmm_masks_cols(w));
+    if (spmm_masks_are_words(w)) build_position_words(w, masks, slots);
+    return;
+  }
+  const int64_t blocks = spmm_mask_blocks(w);
   require(masks, "masks", DType::u16, slots, blocks);
   const int n = w.pattern.n, m = w.pattern.m;
   const int64_t kc = w.compressed_cols();

@@ -135,7 +135,8 @@ HINM_AVX512 void rows_rb(const RowsArgs& a, int64_t r0) {
 // values without masks; the last partial step (cnt % 16 values) is masked. PACKED: the whole
 // steps come from the rows pack (a.pvals / a.ppos, rows r0.. inside one block of 8 slots), one
 // stream for all RB rows instead of one per row; the partial step from the weight's own arrays.
-// POS2: the pack's positions are 2-bit fields (m <= 4), a step's 16 in one uint32.
+// POS2: the positions of whole steps are 2-bit fields (m <= 4), a step's 16 in one uint32: the
+// pack's when PACKED, else the rows' position words (a.pos_words).
 template <class T, bool BF16, int RB, int B, bool PF, bool PACKED = false, bool POS2 = false>
 HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
   __m512 acc[RB][B];
@@ -162,7 +163,8 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) {
       vp[i] = static_cast<const T*>(a.vals) + (r0 + i) * a.vals_stride;
-      pp[i] = a.pos + (r0 + i) * a.pos_stride;
+      if constexpr (POS2) wp[i] = reinterpret_cast<const uint8_t*>(a.pos_words + (r0 + i) * a.word_stride);
+      else pp[i] = a.pos + (r0 + i) * a.pos_stride;
     }
   }
   const int64_t whole = a.cnt & ~int64_t(15);
@@ -184,7 +186,12 @@ HINM_AVX512 void rows_perm_rb(const RowsArgs& a, int64_t r0, __m512i base) {
     for (int i = 0; i < RB; ++i) {
       if constexpr (PF) {  // the same columns of the next group of rows, into L2
         _mm_prefetch(reinterpret_cast<const char*>(vp[i] + j + RB * a.vals_stride), _MM_HINT_T1);
-        if ((j & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(pp[i] + j + RB * a.pos_stride), _MM_HINT_T1);
+        if constexpr (POS2) {
+          if ((j & 255) == 0)
+            _mm_prefetch(reinterpret_cast<const char*>(wp[i] + (j >> 2) + RB * a.word_stride * 4), _MM_HINT_T1);
+        } else if ((j & 63) == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(pp[i] + j + RB * a.pos_stride), _MM_HINT_T1);
+        }
       }
       __m512i idx;
       if constexpr (POS2) {
@@ -248,6 +255,15 @@ HINM_AVX512 void rows_b(const RowsArgs& a) {
           if (pos2) rows_perm_rb<T, BF16, PRB, B, false, true, true>(a, r + h, base);
           else rows_perm_rb<T, BF16, PRB, B, false, true>(a, r + h, base);
         }
+    }
+    if (a.pos_words) {  // the positions as 2-bit words: a quarter of the position bytes
+      if (a.prefetch) {
+        for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, true, false, true>(a, r, base);
+      } else {
+        for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, false, false, true>(a, r, base);
+      }
+      for (; r < a.rows; ++r) rows_perm_rb<T, BF16, 1, B, false, false, true>(a, r, base);
+      return;
     }
     if (a.prefetch) {
       for (; r + RB <= a.rows; r += RB) rows_perm_rb<T, BF16, RB, B, true>(a, r, base);

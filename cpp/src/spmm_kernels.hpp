@@ -60,6 +60,10 @@ struct RowsArgs {
   int64_t pos_stride = 0;
   int n = 2, m = 4;
   int64_t cnt = 0;                // values per row
+  // Optional, for m <= 4: the same positions as words of 16 2-bit fields, one per whole step of 16
+  // values (spmm.hpp, build_spmm_masks), a quarter of the bytes; a kernel may read pos instead.
+  const uint32_t* pos_words = nullptr;
+  int64_t word_stride = 0;        // in words
   // The weight streams from memory (larger than about half the last-level cache): the kernel
   // prefetches the next group of rows into L2 (costs a little when the weight is cache-resident).
   bool prefetch = false;
@@ -71,7 +75,8 @@ struct RowsArgs {
 
 // Slots per block of the rows pack.
 constexpr int kPackRows = 8;
-// The rows pack stores positions in 2 bits (16 to a uint32) for these patterns (m == 2n).
+// The rows pack and the position words store positions in 2 bits (16 to a uint32) for these
+// patterns (m == 2n).
 inline bool pack_positions_2bit(int m) { return m <= 4; }
 
 // The rows kernel reads positions directly (no masks) for these patterns.

@@ -157,7 +157,17 @@ void bind_spmm(nb::module_& m) {
      nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"),
      nb::arg("bias").none(), nb::arg("out"), nb::arg("accumulate"), nb::arg("masks").none());
 
-  m.def("spmm_mask_blocks", [](int64_t kept) { return (kept + 15) / 16; }, nb::arg("kept"));
+  // (dtype name or None, columns) of build_spmm_masks' table for this weight.
+  m.def("spmm_masks_layout", [](InArray values, InArray positions, std::optional<InArray> col_idx,
+                                std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept,
+                                int n, int mm) {
+    auto w = make_view(values, positions, col_idx, row_perm, rows, cols, v, kept, n, mm);
+    const int64_t width = hinm::spmm_masks_cols(w);
+    nb::object dtype = nb::none();
+    if (width > 0) dtype = nb::str(hinm::spmm_masks_are_words(w) ? "uint32" : "uint16");
+    return std::make_pair(dtype, width);
+  }, nb::arg("values"), nb::arg("indices"), nb::arg("col_idx").none(), nb::arg("row_perm").none(),
+     nb::arg("rows"), nb::arg("cols"), nb::arg("v"), nb::arg("kept"), nb::arg("n"), nb::arg("m"));
 
   m.def("build_spmm_masks", [](InArray values, InArray positions, std::optional<InArray> col_idx,
                                std::optional<InArray> row_perm, int64_t rows, int64_t cols, int v, int64_t kept,

@@ -47,10 +47,12 @@ class NMTensor:
     indices: [R, K·n/m], uint8; the position (0..m-1) of each value inside its group of m.
 
     The values may be edited in place (the kernels read them as they are). The indices should not
-    be: the products check them at first use and cache bit masks derived from them. hinm's own
-    numpy indices are read-only, and torch indices are followed through their version counter
-    (checked again, masks rebuilt). Writeable numpy indices given here are checked once per array
-    and their masks rebuilt at every product (slower for patterns with m != 2n)."""
+    be: the products check them at first use and cache a table derived from them (bit masks; for
+    1:2 and 2:4, the positions in 2 bits). hinm's own numpy indices are read-only, and torch
+    indices are followed through their version counter (checked again, table rebuilt). Writeable
+    numpy indices given here are checked once per array and nothing derived from them is kept:
+    small-batch products rebuild the masks at every call, or read the byte positions of 1:2 and
+    2:4 (slower either way)."""
 
     values: Any
     indices: Any

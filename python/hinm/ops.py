@@ -26,9 +26,9 @@ from .nm import NMTensor
 
 __all__ = ["linear", "spmm", "prepack", "PrepackedWeight"]
 
-# Below this many activations the kernels decode weights from bit masks derived from the indices;
-# the masks are built once per weight and kept here (dropped with the weight) while the indices
-# cannot have changed (see _arrays.edit_token).
+# Below this many activations the kernels decode weights from a table derived from the indices
+# (bit masks; for 1:2 and 2:4, the positions packed in 2 bits): built once per weight and kept here
+# (dropped with the weight) while the indices cannot have changed (see _arrays.edit_token).
 _ROWS_PATH_BATCH = 16
 _MASKS: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
 _KEYS = ("values", "indices", "col_idx", "row_perm")
@@ -145,16 +145,20 @@ def _check_structure(w: Any, parts: _Weight) -> None:
 
 
 def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
-    """The kernel-side bit masks of w, built at first use and cached with the weight (patterns
-    with m = 2n decode from the indices directly and need none)."""
-    if not _needs_masks(parts):
+    """The kernels' table derived from w's indices (cpp/include/hinm/spmm.hpp, build_spmm_masks),
+    built at first use and cached with the weight: bit masks (needed: built per call when they
+    cannot be kept), or for 1:2 and 2:4 position words (optional: only where they can be kept, as a
+    stale copy would give wrong products); None for the other patterns with m = 2n."""
+    dtype, width = _C.spmm_masks_layout(*parts.args())
+    if dtype is None:
         return None
     token = edit_token(w.indices)
     hit = _cached(w)
     if hit is not None and hit[3] is not None and token is not None and hit[3][0] == token:
         return hit[3][1]
-    slots = int(parts.values.shape[0])
-    masks = np.empty((slots, int(_C.spmm_mask_blocks(parts.kept))), dtype=np.uint16)
+    if dtype == "uint32" and (token is None or hit is None):
+        return None
+    masks = np.empty((int(parts.values.shape[0]), int(width)), dtype=dtype)
     _C.build_spmm_masks(*parts.args(), masks)
     if hit is not None and token is not None:
         hit[3] = (token, masks)
@@ -162,7 +166,7 @@ def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
 
 
 def _needs_masks(parts: _Weight) -> bool:
-    """Patterns with m = 2n decode from the indices directly; the others from bit masks."""
+    """Patterns with m = 2n decode from the indices directly; the others need bit masks."""
     return not (parts.m == 2 * parts.n and 16 % parts.n == 0)
 
 
@@ -410,19 +414,21 @@ class PrepackedWeight:
 def prepack(w: Any) -> PrepackedWeight:
     """w (NMTensor or HiNM tensor, CPU) with its values and indices copied once more in the layout
     the few-activation CPU kernels read fastest: for every block of 8 rows, each step of 16 values
-    of all 8 rows stored together (one memory stream instead of 16 short ones; batch-1 products
-    ~15-25% faster on weights larger than the L2 cache). Patterns with m = 2n on AVX-512 machines
-    use it; elsewhere the result behaves exactly like w. The copy costs the weight's value memory
-    once more, plus its index memory (a quarter of it for 1:2 and 2:4, whose positions are packed
-    in 2 bits), and it is not updated: after editing w's arrays in place, prepack
-    again (the old copy would give results mixing old and new values; with torch arrays, whose
-    edits are counted, using the old copy raises RuntimeError)."""
+    of all 8 rows stored together (one memory stream instead of 16 short ones). Patterns with
+    m = 2n on AVX-512 machines use it; elsewhere the result behaves exactly like w. For 1:2 and 2:4
+    the weight alone already has its positions read in 2 bits (a table cached with it), so the pack
+    adds only the single stream: plain 2:4 3072x768 at batch 1, 1.03-1.18x; other shapes within
+    the run-to-run noise (with byte positions, as in 4:8, the stream alone measured ~4%). The copy
+    costs the weight's value memory once more, plus its index memory (a quarter of it for 1:2 and
+    2:4, whose positions are packed in 2 bits), and it is not updated: after editing w's arrays in
+    place, prepack again (the old copy would give results mixing old and new values; with torch
+    arrays, whose edits are counted, using the old copy raises RuntimeError)."""
     if isinstance(w, PrepackedWeight):
         return w
     if _grad_wanted(getattr(w, "values", None)):
         raise RuntimeError("prepack: the weight's values require grad; a packed copy is for inference "
                            "(pass values.detach(), or call it under torch.no_grad())")
-    parts = _weight(w)
+    parts = _parts(w)  # registers w, so its position words are cached and shared with the pack
     _check_structure(w, parts)
     if is_cuda(parts.values):
         raise ValueError("prepack: the weight is on a GPU; the packed layout is for the CPU kernels")

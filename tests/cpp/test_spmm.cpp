@@ -204,6 +204,41 @@ TEST(rows_pack_gives_the_same_bits) {
   }
 }
 
+TEST(position_words_give_the_same_bits) {
+  std::mt19937 rng(9);
+  for (NMPattern p : {NMPattern{2, 4}, NMPattern{1, 2}}) {
+    // 45 rows in tiles of 12, 66 values per row (2:4; 1:2: 33): whole steps of 16 and a tail
+    Case c = make_case(rng, 45, 200, 12, p, 132, DType::f32, true);
+    const HiNMView w = c.view();
+    CHECK(spmm_masks_are_words(w) && spmm_masks_cols(w) == w.compressed_cols() / 16);
+    std::vector<uint32_t> words(size_t(w.slots() * spmm_masks_cols(w)));
+    const Matrix wm = make_matrix(words.data(), DType::u32, w.slots(), spmm_masks_cols(w));
+    build_spmm_masks(w, wm);
+    for (int64_t s = 0; s < w.slots(); ++s)
+      for (int64_t j = 0; j < spmm_masks_cols(w) * 16; ++j)
+        CHECK(((words[size_t(s * spmm_masks_cols(w) + j / 16)] >> (2 * (j % 16))) & 3u) ==
+              c.pos[size_t(s * w.compressed_cols() + j)]);
+    for (int64_t N : {1, 3, 4, 12, 20}) {
+      std::vector<float> x(size_t(N * c.K)), plain(size_t(N * c.R)), with_words(size_t(N * c.R));
+      for (auto& e : x) e = std::uniform_real_distribution<float>(-1, 1)(rng);
+      const Matrix xm = make_matrix(x.data(), DType::f32, N, c.K);
+      linear(xm, w, nullptr, make_matrix(plain.data(), DType::f32, N, c.R));
+      linear(xm, w, nullptr, make_matrix(with_words.data(), DType::f32, N, c.R), false, &wm);
+      CHECK(plain == with_words);
+    }
+    std::vector<uint16_t> wrong(size_t(w.slots() * spmm_masks_cols(w)));  // bit masks where words are due
+    const Matrix wrong_m = make_matrix(wrong.data(), DType::u16, w.slots(), spmm_masks_cols(w));
+    std::vector<float> x(size_t(c.K)), y(size_t(c.R));
+    CHECK_THROWS(linear(make_matrix(x.data(), DType::f32, 1, c.K), w, nullptr, make_matrix(y.data(), DType::f32, 1, c.R),
+                        false, &wrong_m),
+                 std::invalid_argument);
+  }
+  Case c48 = make_case(rng, 40, 64, 16, {4, 8}, 64, DType::f32, false);
+  CHECK(!spmm_masks_are_words(c48.view()) && spmm_masks_cols(c48.view()) == 0);  // reads its byte positions
+  Case c14 = make_case(rng, 40, 64, 16, {1, 4}, 64, DType::f32, false);
+  CHECK(!spmm_masks_are_words(c14.view()) && spmm_masks_cols(c14.view()) == spmm_mask_blocks(c14.view()));
+}
+
 TEST(spmm_rejects_bad_inputs) {
   std::mt19937 rng(5);
   Case c = make_case(rng, 64, 32, 64, {2, 4}, 32, DType::f32, false);

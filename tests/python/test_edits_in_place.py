@@ -1,5 +1,5 @@
 """Edits in place against the data the kernels cache per weight: bit masks derived from the
-indices (patterns with m != 2n), the prepared C++ weight, the rows pack of hinm.prepack and the
+indices (patterns with m != 2n) or position words (1:2, 2:4), the prepared C++ weight, the rows pack of hinm.prepack and the
 CUDA device layout. An edit is either seen by the next product or refused; never a stale result.
 Also the structure check the products make once per edit state (positions, distinct kept columns)."""
 
@@ -13,6 +13,7 @@ from conftest import needs_torch
 from test_ops import check_close
 
 MASK_PATTERNS = [(1, 4), (2, 8), (3, 8)]  # decoded from bit masks at small batches
+WORD_PATTERNS = [(1, 2), (2, 4)]  # read from 2-bit position words at small batches, where cached
 
 
 def _reference(x, w):
@@ -69,29 +70,31 @@ def test_hinm_indices_are_read_only_and_values_stay_writeable(rng):
     assert not hinm.HiNMTensor.from_state_dict(hsd).indices.flags.writeable
 
 
-@pytest.mark.parametrize("n,m", MASK_PATTERNS)
+@pytest.mark.parametrize("n,m", MASK_PATTERNS + WORD_PATTERNS)
 def test_writeable_numpy_indices_are_never_stale(rng, n, m):
-    nm = hinm.compress_nm(rng.standard_normal((40, 8 * m)).astype(np.float32), n, m)
+    nm = hinm.compress_nm(rng.standard_normal((40, 40 * m)).astype(np.float32), n, m)
     t = hinm.NMTensor(nm.values.copy(), nm.indices.copy(), nm.shape, n, m)  # the user's writeable arrays
-    x = rng.standard_normal((1, 8 * m)).astype(np.float32)
+    x = rng.standard_normal((1, 40 * m)).astype(np.float32)
     for _ in range(2):
         check_close(hinm.linear(x, t), _reference(x, t), t.to_dense(), x)
-    assert ops._fast(t) is None  # nothing derived from writeable indices is kept
+    # nothing derived from writeable indices is kept (word patterns need nothing: no fast-path masks)
+    assert ops._fast(t) is None if (n, m) in MASK_PATTERNS else ops._MASKS[t][3] is None
     t.indices[...] = _valid_positions(t.indices.shape, n, m, rng)
     check_close(hinm.linear(x, t), _reference(x, t), t.to_dense(), x)
     check_close(hinm.spmm(t, x.T.copy()).T, _reference(x, t), t.to_dense(), x)
 
 
 @needs_torch
-@pytest.mark.parametrize("n,m", MASK_PATTERNS)
+@pytest.mark.parametrize("n,m", MASK_PATTERNS + WORD_PATTERNS)
 def test_torch_index_edits_rebuild_the_masks(rng, n, m):
     import torch
 
-    w = torch.from_numpy(rng.standard_normal((48, 8 * m)).astype(np.float32))
-    x = torch.from_numpy(rng.standard_normal((2, 8 * m)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((48, 40 * m)).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((2, 40 * m)).astype(np.float32))
     for t in (hinm.compress_nm(w, n, m), hinm.compress(w, hinm.HiNMConfig(16, 0.5, n, m))):
         hinm.linear(x, t)
         assert ops._fast(t) is not None  # masks cached, the fast path armed
+        assert ops._MASKS[t][3][1].dtype == (np.uint32 if (n, m) in WORD_PATTERNS else np.uint16)
         t.indices.copy_(torch.from_numpy(_valid_positions(tuple(t.indices.shape), n, m, rng)))
         assert ops._fast(t) is None  # the version moved: the fast path steps aside
         y = hinm.linear(x, t)

@@ -4,6 +4,8 @@ pattern, dtype and kernel variant, with bias / out= / accumulate; thread-count i
 size that uses two threads; the cached prepared weight (in-place edits are seen, replaced arrays
 are re-read, errors keep their messages); torch in, torch out."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -134,6 +136,34 @@ def test_weight_streaming_from_memory_matches_the_portable_kernels(rng):
         _C.spmm_force_isa("")
     scale = np.abs(x) @ np.abs(t.values).repeat(2, axis=1).T + 1e-3  # the size of |x| @ |W|ᵀ
     assert np.max(np.abs(best - portable) / scale) < 1e-5
+
+
+@pytest.mark.parametrize("n,m", [(1, 2), (2, 4)])
+def test_position_words_give_the_bits_of_the_byte_positions(rng, n, m):
+    # Read-only indices: the rows kernels read 2-bit position words cached with the weight; the
+    # same arrays made writeable: the byte positions (nothing cached). Whole steps and a tail,
+    # row counts off the 8-row blocks, HiNM gathers, the prefetching variant on a 17 MiB weight.
+    nm = hinm.compress_nm(rng.standard_normal((77, 37 * m)).astype(np.float32), n, m)
+    hi, _ = make_hinm(rng, 45, 33 * m + 5, 12, n, m, kept=33 * m)
+    big = hinm.compress_nm(rng.standard_normal((2048, 3400)).astype(np.float32), 2, 4) if m == 4 else nm
+    for w in (nm, hi, big):
+        parts = ops._weight(w)
+        assert _C.spmm_masks_layout(*parts.args()) == ("uint32", int(w.values.shape[1]) // 16)
+        words = np.empty((int(w.values.shape[0]), int(w.values.shape[1]) // 16), np.uint32)
+        _C.build_spmm_masks(*parts.args(), words)
+        fields = (words[:, :, None] >> (2 * np.arange(16, dtype=np.uint32))) & 3
+        assert np.array_equal(fields.reshape(len(words), -1), w.indices[:, :words.shape[1] * 16])
+        if isinstance(w, hinm.NMTensor):  # the same arrays, the indices a writeable copy: read as bytes
+            plain = hinm.NMTensor(w.values, np.array(w.indices), w.shape, w.n, w.m)
+        else:
+            plain = dataclasses.replace(w, indices=np.array(w.indices))
+        for batch in (1, 2, 3, 4, 7, 12):
+            x = rng.standard_normal((batch, int(w.shape[1]))).astype(np.float32)
+            got = hinm.linear(x, w)
+            assert ops._MASKS[w][3][1].dtype == np.uint32  # the words were used
+            assert np.array_equal(got, hinm.linear(x, plain))
+            if w is big:
+                break
 
 
 @pytest.mark.parametrize("batch", [1, 4, 32])

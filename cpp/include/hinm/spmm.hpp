@@ -55,10 +55,20 @@ void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix&
             const Matrix* masks = nullptr, const RowsPack* packed = nullptr);
 
 // Kernel-side layout derived from the positions, built once per tensor (callers may cache it and
-// pass it as `masks` above; without it the kernels build it per call when they need it): for every
-// slot, one uint16 per block of 16 kept columns, bit i set when kept column 16*block+i holds a value.
+// pass it as `masks` above), [slots, spmm_masks_cols(w)]:
+// - 1:2 and 2:4 (spmm_masks_are_words): uint32 position words, word q of a slot holding the
+//   positions of its values 16q..16q+15 in 2 bits each (value 16q+e in bits 2e..2e+1). Optional:
+//   without them the kernels read the byte positions, a quarter more memory traffic per value of
+//   float32 (batch 1-12 products ~15-25% slower on weights larger than the L2 cache).
+// - other patterns with m = 2n: none (spmm_masks_cols(w) == 0; the kernels read the positions).
+// - the rest: uint16 bit masks, one per block of 16 kept columns (spmm_mask_blocks), bit i set
+//   when kept column 16*block+i holds a value; built per call when not given.
+// Built from invalid positions: std::invalid_argument. Not updated with the weight: after an edit
+// of the positions, build again (a stale table gives wrong products).
 int64_t spmm_mask_blocks(const HiNMView& w);
-void build_spmm_masks(const HiNMView& w, const Matrix& masks /* u16 [slots, spmm_mask_blocks] */);
+bool spmm_masks_are_words(const HiNMView& w);
+int64_t spmm_masks_cols(const HiNMView& w);
+void build_spmm_masks(const HiNMView& w, const Matrix& masks /* [slots, spmm_masks_cols(w)] */);
 
 // Testing aid: restrict the kernels to "generic" or "avx2" (no effect above the machine's own
 // level) or "" for the best the machine runs. Returns the variant now in use.
