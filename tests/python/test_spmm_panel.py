@@ -1,7 +1,10 @@
 """The "panel" path of hinm.linear / hinm.spmm (batches past the few-activation kernels) against a
 float64 reference: batch sizes on both sides of every lane-block width (8, 16, 24, 32, 48, 64) and of
 two blocks, K long enough for several panel chunks, rows that leave partial row blocks, patterns
-whose m is not a power of two, converted value dtypes, strided x, and every CPU kernel variant."""
+whose m is not a power of two, converted value dtypes, strided x, permuted rows stored bit-identically,
+and every CPU kernel variant."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -71,3 +74,19 @@ def test_panel_results_do_not_depend_on_thread_count(rng):
             assert np.array_equal(one, hinm.linear(x, w))
     finally:
         hinm.set_num_threads(0)
+
+
+def test_permuted_rows_are_stored_bit_identically(rng, variant):
+    # The panel path stores a permuted weight's x Wᵀ in slot order and then permutes every output
+    # row (bias added there): the same additions as storing each slot's result where it belongs.
+    w, dense = make_hinm(rng, 150, 200, 32, 2, 4, kept=120)  # permuted rows, a padded last tile
+    same_rows = dataclasses.replace(w, row_perm=np.arange(150, dtype=np.int64))
+    bias = rng.standard_normal(150).astype(np.float32)
+    for batch in (13, 64, 100):
+        x = rng.standard_normal((batch, 200)).astype(np.float32)
+        y = hinm.linear(x, w, bias)
+        check_close(y - bias, reference(x, dense), dense, x)
+        assert np.array_equal(y[:, w.row_perm], hinm.linear(x, same_rows, bias[w.row_perm]))
+        out = np.ones((batch, 150), np.float32)
+        hinm.linear(x, w, bias, out=out, accumulate=True)  # accumulating: each slot stored in place
+        assert np.array_equal(out, np.float32(1) + y)
