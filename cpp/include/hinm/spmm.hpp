@@ -59,7 +59,7 @@ void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix&
 // - 1:2 and 2:4 (spmm_masks_are_words): uint32 position words, word q of a slot holding the
 //   positions of its values 16q..16q+15 in 2 bits each (value 16q+e in bits 2e..2e+1). Optional:
 //   without them the kernels read the byte positions, a quarter more memory traffic per value of
-//   float32 (batch 1-12 products ~15-25% slower on weights larger than the L2 cache).
+//   float32 (batch-1 2:4 products measured 13-18% slower on weights larger than the L2 cache).
 // - other patterns with m = 2n: none (spmm_masks_cols(w) == 0; the kernels read the positions).
 // - the rest: uint16 bit masks, one per block of 16 kept columns (spmm_mask_blocks), bit i set
 //   when kept column 16*block+i holds a value; built per call when not given.
