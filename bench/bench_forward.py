@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS, print_table, result_name, write_json  # noqa: E402  (pins BLAS threads first)
 
+import hinm  # noqa: E402,F401  (before torch: hinm sets OpenMP's idle spin, see hinm/__init__.py)
 import torch  # noqa: E402
 
 from hinm._st import quiet_transformers, st_forward  # noqa: E402

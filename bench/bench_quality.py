@@ -18,8 +18,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import hinm  # noqa: E402,F401  (before torch: hinm sets OpenMP's idle spin, see hinm/__init__.py)
 import torch  # noqa: E402
 
 from hinm._st import calibration_batches, quiet_transformers, st_forward, st_token_mask  # noqa: E402

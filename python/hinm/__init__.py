@@ -8,13 +8,17 @@ import operator as _operator
 import os as _os
 import sys as _sys
 
-# hinm's thread pool and torch's OpenMP team share the cores. OpenMP's default wait policy keeps
-# torch's idle workers spinning after each op, so they steal the cores hinm's helpers need: on 2
-# cores a HiNM MiniLM forward measured 1.06x dense with spinning workers and 1.41x with passive
-# ones (dense itself within 4%). The policy is read once, when libgomp loads (with _C below), so it
-# can only be set here, and only when neither the user nor an earlier torch import has decided it.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# hinm's thread pool and torch's OpenMP team share the cores. After each op, libgomp's idle workers
+# spin (300,000 rounds by default) before they sleep, taking the cores hinm's helpers need; sleeping
+# at once (OMP_WAIT_POLICY=passive) frees them but makes torch's own small ops wait for their workers
+# to wake. A short spin keeps both. MiniLM forward, 2 Intel cores, dense / HiNM 75% ms at 8 and 32
+# sentences: default spin 27-29 / 32-35 and 158-175 / 182-208; passive 36.5 / 26 and 159-180 /
+# 151-162; GOMP_SPINCOUNT=30000 25.1-25.4 / 24.7-25.6 and 162-166 / 158-161. The setting is read
+# once, when libgomp loads (with _C below), so it is made here, and only when neither the user
+# (OMP_WAIT_POLICY or GOMP_SPINCOUNT) nor an earlier torch import has decided it.
+_OMP_SPINCOUNT = "30000"
+if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    _os.environ["GOMP_SPINCOUNT"] = _OMP_SPINCOUNT
 
 from . import _C  # noqa: E402
 from .hinm_format import HiNMTensor, compress, hinm_mask, retained_saliency

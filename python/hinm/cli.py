@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import List, Optional
-
-# Before torch loads: idle OpenMP threads sleep instead of spinning. On a shared or busy machine,
-# spinning threads make torch's small matmuls up to 10x slower; on an idle one it costs nothing.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 EXIT_USER = 2
 

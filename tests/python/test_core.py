@@ -44,20 +44,22 @@ def test_info_module_prints_build_and_devices():
         assert "80" in out and "90a" in out
 
 
-def _omp_policy_after_import(env_value, torch_first):
+def _omp_env_after_import(preset, torch_first):
+    """(OMP_WAIT_POLICY, GOMP_SPINCOUNT) as a fresh interpreter sees them after `import hinm`."""
     import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if env_value is not None:
-        env["OMP_WAIT_POLICY"] = env_value
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(preset)
     code = ("import os\n" + ("import torch\n" if torch_first else "") +
-            "import hinm\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+            "import hinm\nprint(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return tuple(out.stdout.split())
 
 
-def test_import_sets_passive_omp_wait_policy_only_when_undecided():
-    assert _omp_policy_after_import(None, torch_first=False) == "passive"
-    assert _omp_policy_after_import("active", torch_first=False) == "active"
-    assert _omp_policy_after_import(None, torch_first=True) == "None"
+def test_import_shortens_the_openmp_idle_spin_only_when_undecided():
+    import hinm
+    assert _omp_env_after_import({}, torch_first=False) == ("None", hinm._OMP_SPINCOUNT)
+    assert _omp_env_after_import({"OMP_WAIT_POLICY": "passive"}, torch_first=False) == ("passive", "None")
+    assert _omp_env_after_import({"GOMP_SPINCOUNT": "1000"}, torch_first=False) == ("None", "1000")
+    assert _omp_env_after_import({}, torch_first=True) == ("None", "None")  # torch's OpenMP already loaded
