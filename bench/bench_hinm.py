@@ -1,5 +1,6 @@
 """HiNM CPU GEMM vs dense and scipy CSR: y = x Wᵀ with float32 values, 75% and 87.5% sparsity
-(2:4 inside tiles of v rows that keep 50% / 25% of the input columns), v in {32, 64, 128}.
+(2:4 inside tiles of v rows that keep 50% / 25% of the input columns), v in {32, 64, 128}, under a
+random row permutation and per-tile column orders (what a permutation search leaves).
 
 Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
 "dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
@@ -25,11 +26,14 @@ SPARSITIES = {"75%": 0.5, "87.5%": 0.25}  # vec_density with 2:4
 
 
 def random_hinm(rng, r, k, v, vec_density, n=2, m=4):
-    """hinm.compress of a random weight (|w| saliency, default column order), plus its scipy CSR
-    equivalent (same nonzeros)."""
+    """hinm.compress of a random weight (|w| saliency) under a random row permutation and column
+    orders, as a searched permutation has them (the kernels then gather and store through them),
+    plus its scipy CSR equivalent (same nonzeros)."""
     import scipy.sparse as sp
 
-    t = hinm.compress(rng.standard_normal((r, k), dtype=np.float32), hinm.HiNMConfig(v, vec_density, n, m))
+    w, cfg = rng.standard_normal((r, k), dtype=np.float32), hinm.HiNMConfig(v, vec_density, n, m)
+    perm = hinm.search_permutation(w, cfg, method="random", seed=int(rng.integers(2**31)))
+    t = hinm.compress(w, cfg, perm=perm)
     csr = sp.csr_matrix(np.asarray(t.to_dense()))
     csr.sort_indices()
     return t, csr

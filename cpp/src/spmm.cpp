@@ -207,11 +207,36 @@ bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   return rows_cost < panel_cost;
 }
 
-// Writes the kernel's totals (results[i * 4 + b]) of rows [s0, s0 + rows) for activations
-// [b0, b0 + nb): the common no-bias, no-accumulate, identity-permutation case without branches.
-void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, const float* results) {
+// out[b, row_perm[s]] = out[b, s] (+ bias[row_perm[s]]) for every output row b of x W^T: the
+// second pass for a permuted weight, whose results were stored in slot order. Storing each slot's
+// results straight to their permuted rows scatters single floats over every output row, from
+// every thread (cache misses, and lines passed between the cores: unpermuted over permuted,
+// 1536x384 HiNM at batch 1952 3.3x, at batch 8 1.75x, 3072x768 at batch 1 1.6x); in slot order
+// each thread's stores are whole lines of its own, and this pass touches each row once, in L1.
+// Same additions as the direct store: bit-identical.
+void permute_output_rows(const Problem& p) {
   const HiNMView& w = *p.w;
-  if (!p.bias && !p.accumulate && !w.row_perm) {
+  parallel_for(p.batch, 16, [&](int64_t b0, int64_t b1) {
+    float* row = scratch<float, 8>(size_t(w.rows));
+    for (int64_t b = b0; b < b1; ++b) {
+      float* out = p.out + b * p.out_b;
+      std::copy_n(out, w.rows, row);
+      if (p.bias) {
+        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s] + p.bias[w.row_perm[s]];
+      } else {
+        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s];
+      }
+    }
+  });
+}
+
+// Writes the kernel's totals (results[i * 4 + b]) of rows [s0, s0 + rows) for activations
+// [b0, b0 + nb): the common no-bias, no-accumulate, identity-permutation case without branches;
+// with slot_order, to the slots as if row_perm were the identity, without bias.
+void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, const float* results,
+                bool slot_order) {
+  const HiNMView& w = *p.w;
+  if (slot_order || (!p.bias && !p.accumulate && !w.row_perm)) {
     for (int b = 0; b < nb; ++b) {
       float* dst = p.out + (b0 + b) * p.out_b + s0 * p.out_r;
       for (int64_t i = 0; i < rows; ++i) dst[i * p.out_r] = results[i * 4 + b];
@@ -251,6 +276,8 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const int64_t count = int64_t(items.size());
   const int64_t grain = small_problem(p) ? count : std::max<int64_t>(1, count / (8 * int64_t(get_num_threads())));
   const int esize = dtype_size(w.values.dtype);
+  // A permuted x W^T is stored in slot order, then permuted row by row (permute_output_rows).
+  const bool slot_order = p.linear_layout && p.out_r == 1 && w.row_perm && !p.accumulate;
   std::atomic<bool> cols_ok{true};
   parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
@@ -302,11 +329,12 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
           a.x[b] = g;
         }
         k.rows(a);
-        store_rows(p, item.s0, rows, b0, a.batch, results);
+        store_rows(p, item.s0, rows, b0, a.batch, results, slot_order);
       }
     }
   });
   if (!cols_ok.load()) name_bad_col_idx(w);
+  if (slot_order) permute_output_rows(p);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -406,27 +434,6 @@ void pack_item(const HiNMView& w, const SpmmKernels& k, int64_t s0, int64_t rows
       std::memcpy(ppack + j0 * rows + i * cnt, prow + j0, size_t(cnt));
     }
   }
-}
-
-// out[b, row_perm[s]] = out[b, s] (+ bias[row_perm[s]]) for every output row b of x W^T: the
-// panel path's second pass for a permuted weight. Storing each item's 64 slots straight to their
-// permuted rows scatters single floats over every output row (each store a cache miss; 1536x384
-// HiNM at batch 1952 ran 3.3x slower than unpermuted); in slot order the stores are whole lines
-// and this pass touches each row once, in L1. Same additions as the direct store: bit-identical.
-void permute_output_rows(const Problem& p) {
-  const HiNMView& w = *p.w;
-  parallel_for(p.batch, 16, [&](int64_t b0, int64_t b1) {
-    float* row = scratch<float, 8>(size_t(w.rows));
-    for (int64_t b = b0; b < b1; ++b) {
-      float* out = p.out + b * p.out_b;
-      std::copy_n(out, w.rows, row);
-      if (p.bias) {
-        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s] + p.bias[w.row_perm[s]];
-      } else {
-        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s];
-      }
-    }
-  });
 }
 
 void run_panel(const Problem& p, const SpmmKernels& k) {

@@ -77,12 +77,13 @@ def test_panel_results_do_not_depend_on_thread_count(rng):
 
 
 def test_permuted_rows_are_stored_bit_identically(rng, variant):
-    # The panel path stores a permuted weight's x Wᵀ in slot order and then permutes every output
-    # row (bias added there): the same additions as storing each slot's result where it belongs.
+    # Both paths (rows: batch <= 12, panel) store a permuted weight's x Wᵀ in slot order and then
+    # permute every output row (bias added there): the same additions as storing each slot's
+    # result where it belongs.
     w, dense = make_hinm(rng, 150, 200, 32, 2, 4, kept=120)  # permuted rows, a padded last tile
     same_rows = dataclasses.replace(w, row_perm=np.arange(150, dtype=np.int64))
     bias = rng.standard_normal(150).astype(np.float32)
-    for batch in (13, 64, 100):
+    for batch in (1, 3, 8, 13, 64, 100):
         x = rng.standard_normal((batch, 200)).astype(np.float32)
         y = hinm.linear(x, w, bias)
         check_close(y - bias, reference(x, dense), dense, x)
