@@ -417,7 +417,7 @@ def prepack(w: Any) -> PrepackedWeight:
     of all 8 rows stored together (one memory stream instead of 16 short ones). Patterns with
     m = 2n on AVX-512 machines use it; elsewhere the result behaves exactly like w. For 1:2 and 2:4
     the weight alone already has its positions read in 2 bits (a table cached with it), so the pack
-    adds only the single stream: plain 2:4 3072x768 at batch 1, 1.03-1.18x; other shapes within
+    adds only the single stream: plain 2:4 3072x768 at batch 1, 1.01-1.16x; other shapes within
     the run-to-run noise (with byte positions, as in 4:8, the stream alone measured ~4%). The copy
     costs the weight's value memory once more, plus its index memory (a quarter of it for 1:2 and
     2:4, whose positions are packed in 2 bits), and it is not updated: after editing w's arrays in
