@@ -105,8 +105,8 @@ def contiguous(x: Any) -> Any:
 
 
 # --- edits in place and cached derived data ----------------------------------------------------
-# The kernels cache data derived from a weight's arrays (bit masks from the indices, device copies),
-# so they must see when an array may have been edited in place since.
+# The kernels cache data derived from a weight's arrays (bit masks or position words from the
+# indices, device copies), so they must see when an array may have been edited in place since.
 
 def edit_token(a: Any) -> Optional[tuple]:
     """What changes when `a` is edited in place: torch's version counter (shared by its views and
