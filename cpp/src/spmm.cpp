@@ -207,6 +207,12 @@ bool use_rows_path(const SpmmKernels& k, const HiNMView& w, int64_t n) {
   return rows_cost < panel_cost;
 }
 
+// Whether a product stores its results in slot order and then permute_output_rows: a permuted
+// x W^T (rows of out contiguous) that overwrites its output.
+bool stores_in_slot_order(const Problem& p) {
+  return p.linear_layout && p.out_r == 1 && p.w->row_perm && !p.accumulate;
+}
+
 // out[b, row_perm[s]] = out[b, s] (+ bias[row_perm[s]]) for every output row b of x W^T: the
 // second pass for a permuted weight, whose results were stored in slot order. Storing each slot's
 // results straight to their permuted rows scatters single floats over every output row, from
@@ -276,8 +282,7 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const int64_t count = int64_t(items.size());
   const int64_t grain = small_problem(p) ? count : std::max<int64_t>(1, count / (8 * int64_t(get_num_threads())));
   const int esize = dtype_size(w.values.dtype);
-  // A permuted x W^T is stored in slot order, then permuted row by row (permute_output_rows).
-  const bool slot_order = p.linear_layout && p.out_r == 1 && w.row_perm && !p.accumulate;
+  const bool slot_order = stores_in_slot_order(p);
   std::atomic<bool> cols_ok{true};
   parallel_for(int64_t(items.size()), grain, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
@@ -455,8 +460,8 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const int64_t width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
   int64_t kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
   const int64_t K = w.cols;
-  // A permuted x W^T is stored in slot order, then permuted row by row (permute_output_rows).
-  const bool slot_order = fast && p.linear_layout && p.out_r == 1 && w.row_perm && !p.accumulate;
+  // Slot order needs the vector store (store_item's other stores go through row_perm).
+  const bool slot_order = fast && stores_in_slot_order(p);
   float* xt = nullptr;
   if (p.linear_layout) {
     xt = scratch<float, 2>(size_t(nblocks * K * nb));

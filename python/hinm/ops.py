@@ -149,13 +149,13 @@ def _masks(w: Any, parts: _Weight) -> Optional[np.ndarray]:
     built at first use and cached with the weight: bit masks (needed: built per call when they
     cannot be kept), or for 1:2 and 2:4 position words (optional: only where they can be kept, as a
     stale copy would give wrong products); None for the other patterns with m = 2n."""
-    dtype, width = _C.spmm_masks_layout(*parts.args())
-    if dtype is None:
-        return None
     token = edit_token(w.indices)
     hit = _cached(w)
     if hit is not None and hit[3] is not None and token is not None and hit[3][0] == token:
-        return hit[3][1]
+        return hit[3][1]  # the cached table: no layout query per call
+    dtype, width = _C.spmm_masks_layout(*parts.args())
+    if dtype is None:
+        return None
     if dtype == "uint32" and (token is None or hit is None):
         return None
     masks = np.empty((int(parts.values.shape[0]), int(width)), dtype=dtype)
