@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -51,7 +52,9 @@ const SpmmKernels& kernels() {
 // ----------------------------------------------------------------------------------------------
 [[noreturn]] void bad(const std::string& what) { throw std::invalid_argument(what); }
 
-void check_view(const HiNMView& w) {
+// Returns whether row_perm is given and the identity: then the products drop it (compress gives
+// unpermuted weights an explicit identity, and a permuted store costs a second pass over the output).
+bool check_view(const HiNMView& w) {
   w.pattern.validate();
   if (w.rows < 0 || w.cols < 0) bad("weight: negative shape");
   if (w.v < 1) bad("weight: tile height v must be >= 1, got " + std::to_string(w.v));
@@ -74,8 +77,11 @@ void check_view(const HiNMView& w) {
     uint8_t* const marks = seen.data();
     const int64_t* const perm = w.row_perm;
     const int64_t rows = w.rows;
-    uint64_t outside = 0;
-    for (int64_t s = 0; s < rows; ++s) outside |= uint64_t(perm[s]) >= uint64_t(rows);
+    uint64_t outside = 0, moved = 0;
+    for (int64_t s = 0; s < rows; ++s) {
+      outside |= uint64_t(perm[s]) >= uint64_t(rows);
+      moved |= uint64_t(perm[s]) ^ uint64_t(s);
+    }
     unsigned repeated = 0;
     if (!outside)
       for (int64_t s = 0; s < rows; ++s) {
@@ -93,7 +99,16 @@ void check_view(const HiNMView& w) {
         seen[size_t(r)] = 1;
       }
     }
+    return moved == 0;
   }
+  return false;
+}
+
+// The view the kernels see: without an identity row_perm.
+HiNMView kernel_view(const HiNMView& w) {
+  HiNMView k = w;
+  if (check_view(w)) k.row_perm = nullptr;
+  return k;
 }
 
 // Throws naming the first col_idx entry outside [0, K), if any.
@@ -219,21 +234,53 @@ bool stores_in_slot_order(const Problem& p) {
 // every thread (cache misses, and lines passed between the cores: unpermuted over permuted,
 // 1536x384 HiNM at batch 1952 3.3x, at batch 8 1.75x, 3072x768 at batch 1 1.6x); in slot order
 // each thread's stores are whole lines of its own, and this pass touches each row once, in L1.
-// Same additions as the direct store: bit-identical.
-void permute_output_rows(const Problem& p) {
-  const HiNMView& w = *p.w;
-  parallel_for(p.batch, 16, [&](int64_t b0, int64_t b1) {
-    float* row = scratch<float, 8>(size_t(w.rows));
+// It reads through the inverse permutation (out[r] = slot inv[r]): sequential stores, and the
+// loads need not wait for earlier stores, ~2x faster than the scatter out[row_perm[s]] = slot s
+// (0.6-0.9 vs 1.4-1.8 cycles per element on an Intel Xeon; 1536x384 HiNM 75% at batch 32 spent
+// ~10% of its time in the scatter). Same additions as the direct store: bit-identical.
+class OutputPermutation {
+ public:
+  explicit OutputPermutation(const HiNMView& w) : rows_(w.rows) {
+    // 32-bit indices where they suffice: ~20% faster than 64-bit ones.
+    if (rows_ <= INT32_MAX) fill(w, narrow_);
+    else fill(w, wide_);
+  }
+
+  // Output rows [b0, b1), serially.
+  void apply(const Problem& p, int64_t b0, int64_t b1) const {
+    if (!narrow_.empty()) apply(p, narrow_.data(), b0, b1);
+    else apply(p, wide_.data(), b0, b1);
+  }
+
+ private:
+  int64_t rows_;
+  std::vector<int32_t> narrow_;
+  std::vector<int64_t> wide_;
+
+  template <class Index>
+  void fill(const HiNMView& w, std::vector<Index>& inv) {
+    inv.resize(size_t(rows_));
+    for (int64_t s = 0; s < rows_; ++s) inv[size_t(w.row_perm[s])] = Index(s);
+  }
+
+  template <class Index>
+  void apply(const Problem& p, const Index* from, int64_t b0, int64_t b1) const {
+    float* slot = scratch<float, 8>(size_t(rows_));
     for (int64_t b = b0; b < b1; ++b) {
       float* out = p.out + b * p.out_b;
-      std::copy_n(out, w.rows, row);
+      std::copy_n(out, rows_, slot);
       if (p.bias) {
-        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s] + p.bias[w.row_perm[s]];
+        for (int64_t r = 0; r < rows_; ++r) out[r] = slot[from[r]] + p.bias[r];
       } else {
-        for (int64_t s = 0; s < w.rows; ++s) out[w.row_perm[s]] = row[s];
+        for (int64_t r = 0; r < rows_; ++r) out[r] = slot[from[r]];
       }
     }
-  });
+  }
+};
+
+void permute_output_rows(const Problem& p) {
+  const OutputPermutation perm(*p.w);
+  parallel_for(p.batch, 16, [&](int64_t b0, int64_t b1) { perm.apply(p, b0, b1); });
 }
 
 // Writes the kernel's totals (results[i * 4 + b]) of rows [s0, s0 + rows) for activations
@@ -351,6 +398,30 @@ void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
 // MiniLM forward is 19 tokens) at 3/4 of the cost of 32.
 int panel_lanes(int64_t n) { return n <= 8 ? 8 : n <= 16 ? 16 : n <= 24 ? 24 : n <= 32 ? 32 : n <= 48 ? 48 : 64; }
 
+// Columns [k0, k1) of lane block blk of x [N, K] -> dst [K][nb] (dst points at column 0),
+// zero-padded lanes.
+void transpose_block(const Problem& p, int nb, int64_t blk, int64_t k0, int64_t k1, float* dst,
+                     const detail::PanelPosKernels* fast) {
+  const int64_t valid = std::min<int64_t>(nb, p.batch - blk * nb);
+  const float* src = p.act + blk * nb * p.act_b;
+  if (fast && p.act_c == 1) {
+    detail::TransposeArgs t;
+    t.src = src + k0;
+    t.src_stride = p.act_b;
+    t.rows = int(valid);
+    t.cols = k1 - k0;
+    t.nb = nb;
+    t.dst = dst + k0 * nb;
+    return fast->transpose(t);
+  }
+  // Column-outer: contiguous writes; the nb source rows being read stay in L1.
+  for (int64_t c = k0; c < k1; ++c) {
+    float* d = dst + c * nb;
+    for (int64_t l = 0; l < valid; ++l) d[l] = src[l * p.act_b + c * p.act_c];
+    for (int64_t l = valid; l < nb; ++l) d[l] = 0.0f;
+  }
+}
+
 // x [N, K] -> xT [blocks][K][nb], zero-padded lanes.
 void transpose_activations(const Problem& p, int nb, int64_t nblocks, float* xt,
                            const detail::PanelPosKernels* fast) {
@@ -360,26 +431,7 @@ void transpose_activations(const Problem& p, int nb, int64_t nblocks, float* xt,
   parallel_for(nblocks * kchunks, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; ++it) {
       const int64_t blk = it / kchunks, k0 = (it % kchunks) * kstep, k1 = std::min(K, k0 + kstep);
-      float* dst = xt + blk * K * nb;
-      const int64_t valid = std::min<int64_t>(nb, p.batch - blk * nb);
-      const float* src = p.act + blk * nb * p.act_b;
-      if (fast && p.act_c == 1) {
-        detail::TransposeArgs t;
-        t.src = src + k0;
-        t.src_stride = p.act_b;
-        t.rows = int(valid);
-        t.cols = k1 - k0;
-        t.nb = nb;
-        t.dst = dst + k0 * nb;
-        fast->transpose(t);
-        continue;
-      }
-      // Column-outer: contiguous writes; the nb source rows being read stay in L1.
-      for (int64_t c = k0; c < k1; ++c) {
-        float* d = dst + c * nb;
-        for (int64_t l = 0; l < valid; ++l) d[l] = src[l * p.act_b + c * p.act_c];
-        for (int64_t l = valid; l < nb; ++l) d[l] = 0.0f;
-      }
+      transpose_block(p, nb, blk, k0, k1, xt + blk * K * nb, fast);
     }
   });
 }
@@ -441,13 +493,103 @@ void pack_item(const HiNMView& w, const SpmmKernels& k, int64_t s0, int64_t rows
   }
 }
 
+// How the panel path runs a product (run_panel).
+struct PanelPlan {
+  const detail::PanelPosKernels* fast;  // AVX-512 kernels, or null (portable, offsets table)
+  int nb;                               // batch lanes per block
+  int64_t nblocks, group_blocks;        // lane blocks, and how many one unit takes
+  int64_t width;                        // accumulator row stride (floats)
+  int64_t kc;                           // kept columns per chunk
+  bool slot_order;                      // results go to slot rows (permute_output_rows after)
+};
+
+// One unit of the panel path: the rows of `item` against lane blocks [blk0, blk1), stored to the
+// output. xt: those blocks' transposed activations, [blk1 - blk0][K][nb] (null for spmm, whose
+// b is read in place).
+void panel_unit(const Problem& p, const SpmmKernels& k, const PanelPlan& plan, const RowItem& item, int64_t blk0,
+                int64_t blk1, const float* xt) {
+  const HiNMView& w = *p.w;
+  const detail::PanelPosKernels* fast = plan.fast;
+  const int n = w.pattern.n, m = w.pattern.m, nb = plan.nb;
+  const int64_t K = w.cols, kc = plan.kc, width = plan.width;
+  const int64_t rows = item.s1 - item.s0;
+  const int32_t* cols = tile_cols(w, item.tile);
+  float* acc = scratch<float, 3>(size_t(rows * width));
+  const int64_t cc = w.compressed_cols();
+  // With several batch blocks (or values to convert), the item's values (as float32) and
+  // positions are packed chunk-major first: each chunk's rows are then one contiguous block,
+  // read once per batch block, instead of `rows` short pieces a weight row apart (measured
+  // ~15% faster at batch 128; at one block the copy costs about what it saves).
+  const bool pack = blk1 - blk0 > 1 || w.values.dtype != DType::f32;
+  float* vpack = pack ? scratch<float, 4>(size_t(rows * cc)) : nullptr;
+  uint8_t* ppack = pack ? scratch<uint8_t, 7>(size_t(rows * cc)) : nullptr;
+  if (pack) pack_item(w, k, item.s0, rows, kc / m * n, vpack, ppack);
+  int32_t* obuf = fast ? nullptr : scratch<int32_t, 5>(size_t(rows * (kc / m * n)));
+  float* pbuf = scratch<float, 6>(size_t(kc * nb));
+  for (int64_t c0 = 0; c0 < w.kept; c0 += kc) {
+    const int64_t kcc = std::min(kc, w.kept - c0);
+    const int64_t cnt = kcc / m * n, j0 = c0 / m * n;
+    detail::PanelArgs a;
+    a.rows = rows;
+    a.cnt = cnt;
+    a.nb = nb;
+    a.acc_stride = width;
+    a.first = c0 == 0;
+    if (pack) {
+      a.vals = vpack + j0 * rows;
+      a.vals_stride = cnt;
+      a.pos = ppack + j0 * rows;
+      a.pos_stride = cnt;
+    } else {
+      a.vals = w.values.row<const float>(item.s0) + j0;
+      a.vals_stride = w.values.stride;
+      a.pos = w.positions.row<const uint8_t>(item.s0) + j0;
+      a.pos_stride = w.positions.stride;
+    }
+    a.n = n;
+    a.m = m;
+    if (!fast) {  // in-group positions -> panel offsets (clamped: memory safety)
+      a.offs = obuf;
+      a.offs_stride = cnt;
+      for (int64_t i = 0; i < rows; ++i)
+        k.offsets(a.pos + i * a.pos_stride, cnt, n, m, nb, obuf + i * cnt);
+    }
+    for (int64_t blk = blk0; blk < blk1; ++blk) {
+      if (xt && !cols) {
+        a.panel = xt + ((blk - blk0) * K + c0) * nb;
+      } else {
+        detail::GatherArgs g;
+        g.count = kcc;
+        g.nb = nb;
+        g.dst = pbuf;
+        g.cols = cols ? cols + c0 : nullptr;
+        if (xt) {  // rows of xT
+          g.src = xt + ((blk - blk0) * K + (cols ? 0 : c0)) * nb;
+          g.src_stride = nb;
+          g.valid = nb;
+        } else {  // spmm: rows of b, lanes [blk*nb, ...) zero-padded
+          g.src = p.act + (cols ? 0 : c0) * p.act_c + blk * nb;
+          g.src_stride = p.act_c;
+          g.valid = int(std::min<int64_t>(nb, p.batch - blk * nb));
+        }
+        fast ? fast->gather(g) : gather_portable(g);
+        a.panel = pbuf;
+      }
+      a.acc = acc + (blk - blk0) * nb;
+      fast ? fast->panel(a) : k.panel(a);
+    }
+  }
+  store_item(p, fast, item, acc, width, blk0 * nb, std::min(p.batch, blk1 * nb), plan.slot_order);
+}
+
 void run_panel(const Problem& p, const SpmmKernels& k) {
   const HiNMView& w = *p.w;
+  PanelPlan plan;
   // AVX-512: the kernel reads positions itself; elsewhere they become an offsets table first.
-  const detail::PanelPosKernels* fast = isa_level() == 2 ? detail::panel_pos_avx512() : nullptr;
-  const int n = w.pattern.n, m = w.pattern.m;
-  const int nb = panel_lanes(p.batch);
-  const int64_t nblocks = (p.batch + nb - 1) / nb;
+  plan.fast = isa_level() == 2 ? detail::panel_pos_avx512() : nullptr;
+  const int m = w.pattern.m;
+  const int nb = plan.nb = panel_lanes(p.batch);
+  const int64_t nblocks = plan.nblocks = (p.batch + nb - 1) / nb;
   // Big batches go one lane block at a time, every item per block: the block's slice of x (K x nb
   // floats) stays in L2 while the items stream by (all blocks at once read x from L3 for every
   // item: ~1.2x slower at batch 512), and an item's accumulators (64 rows x nb) stay in L1 beside
@@ -455,19 +597,43 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // 48 KB L1: float32, 1 thread, 1.05-1.25x slower at batch 128-1952 on an Intel Xeon, 2:4 and
   // HiNM). Other value types go two blocks at a time: their conversion to float32 per item and
   // group is then shared (~5% faster at batch 512).
-  const int64_t group_blocks = w.values.dtype == DType::f32 ? 1 : 2;
+  const int64_t group_blocks = plan.group_blocks = w.values.dtype == DType::f32 ? 1 : 2;
   const int64_t groups = (nblocks + group_blocks - 1) / group_blocks;
-  const int64_t width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
-  int64_t kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
+  plan.width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
+  plan.kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
   const int64_t K = w.cols;
   // Slot order needs the vector store (store_item's other stores go through row_perm).
-  const bool slot_order = fast && stores_in_slot_order(p);
+  plan.slot_order = plan.fast && stores_in_slot_order(p);
+  const auto items = row_items(w, 64);
+  const int64_t threads = get_num_threads();
+  if (p.linear_layout && group_blocks == 1 && nblocks >= threads &&
+      (nblocks % threads == 0 || nblocks >= 4 * threads)) {
+    // Blocks enough to share out whole (evenly, or at most ~1/8 of the time idle at the end):
+    // each thread transposes a block of x into its own buffer, runs every item on it and, for a
+    // permuted weight, permutes the block's output rows, while both are still in its L2.
+    // Transposing all of x first and permuting all of the output last sent x, its transpose and
+    // the output through L3 or memory once more each: HiNM 75%, random row permutation, 2
+    // threads, Intel Xeon: 384x384 at batch 128 / 512 / 1952 83 / 320 / 1396 us -> 61 / 231 /
+    // 931 us, 1536x384 315 / 1168 / 5131 -> 244 / 1015 / 3701 us (plain 2:4 10-20% faster too).
+    // Uneven splits of a few blocks lost more to the idle thread than they won (3072x768 at
+    // batch 192, 3 blocks: 1.27x slower).
+    std::optional<OutputPermutation> perm;
+    if (plan.slot_order) perm.emplace(w);
+    parallel_for(nblocks, small_problem(p) ? nblocks : 1, [&](int64_t b0, int64_t b1) {
+      float* xb = scratch<float, 2>(size_t(K * nb));
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        transpose_block(p, nb, blk, 0, K, xb, plan.fast);
+        for (const RowItem& item : items) panel_unit(p, k, plan, item, blk, blk + 1, xb);
+        if (perm) perm->apply(p, blk * nb, std::min(p.batch, (blk + 1) * nb));
+      }
+    });
+    return;
+  }
   float* xt = nullptr;
   if (p.linear_layout) {
     xt = scratch<float, 2>(size_t(nblocks * K * nb));
-    transpose_activations(p, nb, nblocks, xt, fast);
+    transpose_activations(p, nb, nblocks, xt, plan.fast);
   }
-  const auto items = row_items(w, 64);
   const int64_t units = groups * int64_t(items.size());
   const int64_t grain = small_problem(p) ? units : 1;
   parallel_for(units, grain, [&](int64_t u0, int64_t u1) {
@@ -475,77 +641,10 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
       const RowItem& item = items[size_t(u % int64_t(items.size()))];
       const int64_t blk0 = u / int64_t(items.size()) * group_blocks;
       const int64_t blk1 = std::min(nblocks, blk0 + group_blocks);
-      const int64_t rows = item.s1 - item.s0;
-      const int32_t* cols = tile_cols(w, item.tile);
-      float* acc = scratch<float, 3>(size_t(rows * width));
-      const int64_t cc = w.compressed_cols();
-      // With several batch blocks (or values to convert), the item's values (as float32) and
-      // positions are packed chunk-major first: each chunk's rows are then one contiguous block,
-      // read once per batch block, instead of `rows` short pieces a weight row apart (measured
-      // ~15% faster at batch 128; at one block the copy costs about what it saves).
-      const bool pack = blk1 - blk0 > 1 || w.values.dtype != DType::f32;
-      float* vpack = pack ? scratch<float, 4>(size_t(rows * cc)) : nullptr;
-      uint8_t* ppack = pack ? scratch<uint8_t, 7>(size_t(rows * cc)) : nullptr;
-      if (pack) pack_item(w, k, item.s0, rows, kc / m * n, vpack, ppack);
-      int32_t* obuf = fast ? nullptr : scratch<int32_t, 5>(size_t(rows * (kc / m * n)));
-      float* pbuf = scratch<float, 6>(size_t(kc * nb));
-      for (int64_t c0 = 0; c0 < w.kept; c0 += kc) {
-        const int64_t kcc = std::min(kc, w.kept - c0);
-        const int64_t cnt = kcc / m * n, j0 = c0 / m * n;
-        detail::PanelArgs a;
-        a.rows = rows;
-        a.cnt = cnt;
-        a.nb = nb;
-        a.acc_stride = width;
-        a.first = c0 == 0;
-        if (pack) {
-          a.vals = vpack + j0 * rows;
-          a.vals_stride = cnt;
-          a.pos = ppack + j0 * rows;
-          a.pos_stride = cnt;
-        } else {
-          a.vals = w.values.row<const float>(item.s0) + j0;
-          a.vals_stride = w.values.stride;
-          a.pos = w.positions.row<const uint8_t>(item.s0) + j0;
-          a.pos_stride = w.positions.stride;
-        }
-        a.n = n;
-        a.m = m;
-        if (!fast) {  // in-group positions -> panel offsets (clamped: memory safety)
-          a.offs = obuf;
-          a.offs_stride = cnt;
-          for (int64_t i = 0; i < rows; ++i)
-            k.offsets(a.pos + i * a.pos_stride, cnt, n, m, nb, obuf + i * cnt);
-        }
-        for (int64_t blk = blk0; blk < blk1; ++blk) {
-          if (xt && !cols) {
-            a.panel = xt + (blk * K + c0) * nb;
-          } else {
-            detail::GatherArgs g;
-            g.count = kcc;
-            g.nb = nb;
-            g.dst = pbuf;
-            g.cols = cols ? cols + c0 : nullptr;
-            if (xt) {  // rows of xT
-              g.src = xt + (blk * K + (cols ? 0 : c0)) * nb;
-              g.src_stride = nb;
-              g.valid = nb;
-            } else {  // spmm: rows of b, lanes [blk*nb, ...) zero-padded
-              g.src = p.act + (cols ? 0 : c0) * p.act_c + blk * nb;
-              g.src_stride = p.act_c;
-              g.valid = int(std::min<int64_t>(nb, p.batch - blk * nb));
-            }
-            fast ? fast->gather(g) : gather_portable(g);
-            a.panel = pbuf;
-          }
-          a.acc = acc + (blk - blk0) * nb;
-          fast ? fast->panel(a) : k.panel(a);
-        }
-      }
-      store_item(p, fast, item, acc, width, blk0 * nb, std::min(p.batch, blk1 * nb), slot_order);
+      panel_unit(p, k, plan, item, blk0, blk1, xt ? xt + blk0 * K * nb : nullptr);
     }
   });
-  if (slot_order) permute_output_rows(p);
+  if (plan.slot_order) permute_output_rows(p);
 }
 
 void run(const Problem& p) {
@@ -687,9 +786,9 @@ void build_spmm_masks(const HiNMView& w, const Matrix& masks) {
   });
 }
 
-void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate, const Matrix* masks,
+void spmm(const HiNMView& weight, const Matrix& b, const Matrix& out, bool accumulate, const Matrix* masks,
           const RowsPack* packed) {
-  check_view(w);
+  const HiNMView w = kernel_view(weight);
   require(b, "b", DType::f32, w.cols, -1);
   require(out, "out", DType::f32, w.rows, b.cols);
   require_disjoint(out, b, "b");
@@ -698,9 +797,9 @@ void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate
   run(p);
 }
 
-void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix& out, bool accumulate,
+void linear(const Matrix& x, const HiNMView& weight, const float* bias, const Matrix& out, bool accumulate,
             const Matrix* masks, const RowsPack* packed) {
-  check_view(w);
+  const HiNMView w = kernel_view(weight);
   require(x, "x", DType::f32, -1, w.cols);
   require(out, "out", DType::f32, x.rows, w.rows);
   require_disjoint(out, x, "x");

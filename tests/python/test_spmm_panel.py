@@ -76,6 +76,30 @@ def test_panel_results_do_not_depend_on_thread_count(rng):
         hinm.set_num_threads(0)
 
 
+def test_whole_block_sharing_gives_the_same_bits(rng):
+    # With enough 64-lane blocks, each thread takes whole blocks (transpose, every row item, the
+    # row permutation of the block's outputs) when they split evenly or are many; otherwise the
+    # units are (block, item) pairs. The thread counts put each batch on both sides of that
+    # choice: 2 blocks whole at 1 and 2 threads, items at 3; 3 blocks whole at 1 and 3, items at
+    # 2; 8 blocks whole at 1 and 2, items at 3; a padded last block each time.
+    w, dense = make_hinm(rng, 150, 200, 32, 2, 4, kept=120)  # permuted rows, a padded last tile
+    same_rows = dataclasses.replace(w, row_perm=np.arange(150, dtype=np.int64))
+    bias = rng.standard_normal(150).astype(np.float32)
+    try:
+        for batch in (100, 130, 450):
+            x = rng.standard_normal((batch, 200)).astype(np.float32)
+            results = []
+            for threads in (1, 2, 3):
+                hinm.set_num_threads(threads)
+                y = hinm.linear(x, w, bias)
+                assert np.array_equal(y[:, w.row_perm], hinm.linear(x, same_rows, bias[w.row_perm]))
+                results.append(y)
+            check_close(results[0] - bias, reference(x, dense), dense, x)
+            assert all(np.array_equal(results[0], y) for y in results[1:])
+    finally:
+        hinm.set_num_threads(0)
+
+
 def test_permuted_rows_are_stored_bit_identically(rng, variant):
     # Both paths (rows: batch <= 12, panel) store a permuted weight's x Wᵀ in slot order and then
     # permute every output row (bias added there): the same additions as storing each slot's
