@@ -595,9 +595,13 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // item: ~1.2x slower at batch 512), and an item's accumulators (64 rows x nb) stay in L1 beside
   // the panel chunk (two blocks at a time, 37 KB of accumulators and a 16 KB chunk overflowed a
   // 48 KB L1: float32, 1 thread, 1.05-1.25x slower at batch 128-1952 on an Intel Xeon, 2:4 and
-  // HiNM). Other value types go two blocks at a time: their conversion to float32 per item and
-  // group is then shared (~5% faster at batch 512).
-  const int64_t group_blocks = plan.group_blocks = w.values.dtype == DType::f32 ? 1 : 2;
+  // HiNM). Other value types go two blocks at a time where the blocks are not shared out whole
+  // (below): their conversion to float32 per item and group is then shared (~5% faster at batch
+  // 512 then; with whole blocks one at a time is 5-18% faster, float16 values, 2 threads).
+  const int64_t threads = get_num_threads();
+  const bool whole_blocks =
+      p.linear_layout && nblocks >= threads && (nblocks % threads == 0 || nblocks >= 4 * threads);
+  const int64_t group_blocks = plan.group_blocks = w.values.dtype == DType::f32 || whole_blocks ? 1 : 2;
   const int64_t groups = (nblocks + group_blocks - 1) / group_blocks;
   plan.width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
   plan.kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);
@@ -605,9 +609,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // Slot order needs the vector store (store_item's other stores go through row_perm).
   plan.slot_order = plan.fast && stores_in_slot_order(p);
   const auto items = row_items(w, 64);
-  const int64_t threads = get_num_threads();
-  if (p.linear_layout && group_blocks == 1 && nblocks >= threads &&
-      (nblocks % threads == 0 || nblocks >= 4 * threads)) {
+  if (whole_blocks) {
     // Blocks enough to share out whole (evenly, or at most ~1/8 of the time idle at the end):
     // each thread transposes a block of x into its own buffer, runs every item on it and, for a
     // permuted weight, permutes the block's output rows, while both are still in its L2.
