@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -174,7 +175,7 @@ struct Shared {
       lo = std::min(lo, prior[c] ? y : inf);
       hi = std::max(hi, prior[c] ? -inf : y);
     }
-    std::copy(prior, prior + p.K, flags);
+    std::memcpy(flags, prior, size_t(std::max<int64_t>(p.K, 0)));  // (std::copy: a false -Wstringop-overflow in GCC 12)
     if (hi < lo) return;
     idx.clear();
     int64_t open = 0;  // kept places among the candidates
