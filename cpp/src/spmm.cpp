@@ -497,7 +497,6 @@ void pack_item(const HiNMView& w, const SpmmKernels& k, int64_t s0, int64_t rows
 struct PanelPlan {
   const detail::PanelPosKernels* fast;  // AVX-512 kernels, or null (portable, offsets table)
   int nb;                               // batch lanes per block
-  int64_t nblocks, group_blocks;        // lane blocks, and how many one unit takes
   int64_t width;                        // accumulator row stride (floats)
   int64_t kc;                           // kept columns per chunk
   bool slot_order;                      // results go to slot rows (permute_output_rows after)
@@ -589,7 +588,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   plan.fast = isa_level() == 2 ? detail::panel_pos_avx512() : nullptr;
   const int m = w.pattern.m;
   const int nb = plan.nb = panel_lanes(p.batch);
-  const int64_t nblocks = plan.nblocks = (p.batch + nb - 1) / nb;
+  const int64_t nblocks = (p.batch + nb - 1) / nb;
   // Big batches go one lane block at a time, every item per block: the block's slice of x (K x nb
   // floats) stays in L2 while the items stream by (all blocks at once read x from L3 for every
   // item: ~1.2x slower at batch 512), and an item's accumulators (64 rows x nb) stay in L1 beside
@@ -601,7 +600,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const int64_t threads = get_num_threads();
   const bool whole_blocks =
       p.linear_layout && nblocks >= threads && (nblocks % threads == 0 || nblocks >= 4 * threads);
-  const int64_t group_blocks = plan.group_blocks = w.values.dtype == DType::f32 || whole_blocks ? 1 : 2;
+  const int64_t group_blocks = w.values.dtype == DType::f32 || whole_blocks ? 1 : 2;
   const int64_t groups = (nblocks + group_blocks - 1) / group_blocks;
   plan.width = std::min(nblocks, group_blocks) * nb + 16;  // +16: no power-of-two stride
   plan.kc = std::max<int64_t>(m, (16384 / (nb * 4)) / m * m);

@@ -76,7 +76,7 @@ def test_panel_results_do_not_depend_on_thread_count(rng):
         hinm.set_num_threads(0)
 
 
-def test_whole_block_sharing_gives_the_same_bits(rng):
+def test_whole_block_sharing_gives_the_same_bits(rng, variant):
     # With enough 64-lane blocks, each thread takes whole blocks (transpose, every row item, the
     # row permutation of the block's outputs) when they split evenly or are many; otherwise the
     # units are (block, item) pairs. The thread counts put each batch on both sides of that
