@@ -422,6 +422,22 @@ void transpose_block(const Problem& p, int nb, int64_t blk, int64_t k0, int64_t 
   }
 }
 
+// Lanes per block for x W^T on `threads` threads. A batch that fits one block but could give each
+// thread a block of 16 or 32 lanes is split into such blocks, which the threads then take whole
+// (run_panel): one block's (block, row item) units, with x transposed and the output permuted in
+// passes of their own, hardly ran faster on 2 threads than on one (384x384 HiNM at batch 32:
+// 31.7 vs 32.8 us). HiNM 75%, 2 threads, batch 19 / 24 / 32 / 64: 384x384 34 / 33 / 30 / 56 us ->
+// 23 / 25 / 25 / 39 us, 1536x384 98 / 101 / 87 / 159 -> 82 / 81 / 83 / 141 us. Not for 33-48 rows
+// (two 32-lane blocks pad a third of the work: 384x1536 at batch 48 102 -> 116 us) nor up to 16.
+int panel_lanes_for(const Problem& p, int64_t threads) {
+  const int nb = panel_lanes(p.batch);
+  if (!p.linear_layout || threads < 2 || p.batch <= 16 || (p.batch + nb - 1) / nb >= threads) return nb;
+  const int64_t per_thread = (p.batch + threads - 1) / threads;
+  if (per_thread <= 16) return 16;
+  if (per_thread > 24 && per_thread <= 32) return 32;
+  return nb;
+}
+
 // x [N, K] -> xT [blocks][K][nb], zero-padded lanes.
 void transpose_activations(const Problem& p, int nb, int64_t nblocks, float* xt,
                            const detail::PanelPosKernels* fast) {
@@ -587,7 +603,8 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // AVX-512: the kernel reads positions itself; elsewhere they become an offsets table first.
   plan.fast = isa_level() == 2 ? detail::panel_pos_avx512() : nullptr;
   const int m = w.pattern.m;
-  const int nb = plan.nb = panel_lanes(p.batch);
+  const int64_t threads = get_num_threads();
+  const int nb = plan.nb = panel_lanes_for(p, threads);
   const int64_t nblocks = (p.batch + nb - 1) / nb;
   // Big batches go one lane block at a time, every item per block: the block's slice of x (K x nb
   // floats) stays in L2 while the items stream by (all blocks at once read x from L3 for every
@@ -597,7 +614,6 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // HiNM). Other value types go two blocks at a time where the blocks are not shared out whole
   // (below): their conversion to float32 per item and group is then shared (~5% faster at batch
   // 512 then; with whole blocks one at a time is 5-18% faster, float16 values, 2 threads).
-  const int64_t threads = get_num_threads();
   const bool whole_blocks =
       p.linear_layout && nblocks >= threads && (nblocks % threads == 0 || nblocks >= 4 * threads);
   const int64_t group_blocks = w.values.dtype == DType::f32 || whole_blocks ? 1 : 2;

@@ -81,12 +81,14 @@ def test_whole_block_sharing_gives_the_same_bits(rng, variant):
     # row permutation of the block's outputs) when they split evenly or are many; otherwise the
     # units are (block, item) pairs. The thread counts put each batch on both sides of that
     # choice: 2 blocks whole at 1 and 2 threads, items at 3; 3 blocks whole at 1 and 3, items at
-    # 2; 8 blocks whole at 1 and 2, items at 3; a padded last block each time.
+    # 2; 8 blocks whole at 1 and 2, items at 3; a padded last block each time. Batches 19-64 fit
+    # one block on one thread but are split into blocks of 16 or 32 lanes on more (19 and 64 on
+    # 2 threads: two blocks of 16 and 32; 40 stays one 48-lane block on 2 threads, three of 16 on 3).
     w, dense = make_hinm(rng, 150, 200, 32, 2, 4, kept=120)  # permuted rows, a padded last tile
     same_rows = dataclasses.replace(w, row_perm=np.arange(150, dtype=np.int64))
     bias = rng.standard_normal(150).astype(np.float32)
     try:
-        for batch in (100, 130, 450):
+        for batch in (19, 40, 64, 100, 130, 450):
             x = rng.standard_normal((batch, 200)).astype(np.float32)
             results = []
             for threads in (1, 2, 3):
