@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import common
-import numpy as np
 
-import hinm
+common.libgomp_default_spin()  # torch's dense baseline at its best (before hinm sets a short spin)
+
+import numpy as np  # noqa: E402
+
+import hinm  # noqa: E402
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536), (768, 3072), (3072, 768), (4096, 4096), (11008, 4096)]
 BATCHES = [1, 8, 32, 128, 512]

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import common  # noqa: F401  (pins BLAS threads before numpy is imported)
-import numpy as np
+import common  # (pins BLAS threads before numpy is imported)
 
-import hinm
+common.libgomp_default_spin()  # torch's dense baseline at its best (before hinm sets a short spin)
+
+import numpy as np  # noqa: E402
+
+import hinm  # noqa: E402
 
 SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)]  # (out, in) = W's [R, K]
 BATCHES = [1, 16, 128, 512]
