@@ -12,13 +12,15 @@ import sys as _sys
 # spin (300,000 rounds by default) before they sleep, taking the cores hinm's helpers need; sleeping
 # at once (OMP_WAIT_POLICY=passive) frees them but makes torch's own small ops wait for their workers
 # to wake. A short spin keeps both. MiniLM forward (bench_forward.py), 2 Intel cores, dense / HiNM
-# 75% ms at 1 / 8 / 32 sentences, two runs each: GOMP_SPINCOUNT=300000 (libgomp's default) 6.3 /
-# 7.4, 25.4 / 29.7, 164 / 151; 30000 5.6-5.8 / 6.3-6.5, 24.6-24.8 / 23.7, 156-158 / 126-127;
-# 5000 5.7-5.8 / 5.3, 24.6-25.5 / 20.2-21.0, 152-154 / 109-119; 3000 7.0-7.5 / 4.8-5.1, 26.5-29.1
-# / 20.0-21.9, 155-156 / 120-124 (passive: dense 1 sentence ~2x slower). 5000 rounds (~0.2 ms of
-# pause instructions there) leave dense as fast as any setting and HiNM 12-18% faster than 30000.
-# The setting is read once, when libgomp loads (with _C below), so it is made here, and only when
-# neither the user (OMP_WAIT_POLICY or GOMP_SPINCOUNT) nor an earlier torch import has decided it.
+# 75% ms at 1 / 8 / 32 sentences (two runs each; libgomp's default one run):
+#   GOMP_SPINCOUNT=300000  6.3 / 7.4          25.4 / 29.7            164 / 151
+#   30000                  5.6-5.8 / 6.3-6.5  24.6-24.8 / 23.7       156-158 / 126-127
+#   5000                   5.7-5.8 / 5.3      24.6-25.5 / 20.2-21.0  152-154 / 109-119
+#   3000                   7.0-7.5 / 4.8-5.1  26.5-29.1 / 20.0-21.9  155-156 / 120-124
+# (passive: dense at 1 sentence ~2x slower). 5000 leaves dense as fast as any setting and HiNM
+# 12-18% faster than 30000. The setting is read once, when libgomp loads (with _C below), so it is
+# made here, and only when neither the user (OMP_WAIT_POLICY or GOMP_SPINCOUNT) nor an earlier
+# torch import has decided it.
 _OMP_SPINCOUNT = "5000"
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
     _os.environ["GOMP_SPINCOUNT"] = _OMP_SPINCOUNT
