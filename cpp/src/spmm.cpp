@@ -613,7 +613,8 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   // 48 KB L1: float32, 1 thread, 1.05-1.25x slower at batch 128-1952 on an Intel Xeon, 2:4 and
   // HiNM). Other value types go two blocks at a time where the blocks are not shared out whole
   // (below): their conversion to float32 per item and group is then shared (~5% faster at batch
-  // 512 then; with whole blocks one at a time is 5-18% faster, float16 values, 2 threads).
+  // 512 then; with whole blocks one at a time was 4-22% faster in 16 of 18 cells, float16
+  // values, 2 threads, and 3-7% slower in two).
   const bool whole_blocks =
       p.linear_layout && nblocks >= threads && (nblocks % threads == 0 || nblocks >= 4 * threads);
   const int64_t group_blocks = w.values.dtype == DType::f32 || whole_blocks ? 1 : 2;
