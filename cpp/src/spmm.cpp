@@ -433,9 +433,8 @@ int panel_lanes_for(const Problem& p, int64_t threads) {
   const int nb = panel_lanes(p.batch);
   if (!p.linear_layout || threads < 2 || p.batch <= 16 || (p.batch + nb - 1) / nb >= threads) return nb;
   const int64_t per_thread = (p.batch + threads - 1) / threads;
-  if (per_thread <= 16) return 16;
-  if (per_thread > 24 && per_thread <= 32) return 32;
-  return nb;
+  const int split = per_thread <= 16 ? 16 : per_thread > 24 && per_thread <= 32 ? 32 : nb;
+  return (p.batch + split - 1) / split >= threads ? split : nb;  // a block for every thread
 }
 
 // x [N, K] -> xT [blocks][K][nb], zero-padded lanes.
