@@ -11,6 +11,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include <cstring>
 #include <stdexcept>
 
 #define HINM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,popcnt,f16c")))
@@ -46,6 +47,44 @@ inline unsigned clamp_pos(unsigned pos, unsigned top) {
   return pos ^ ((pos ^ top) & (0u - unsigned(pos > top)));
 }
 
+// block() for 2:4 with 2-bit position words (PanelArgs::words, the rows pack's): the same FMAs in
+// the same order, so the same bits. Value 16q+e of row i at v[i] + q * vals_step + e.
+template <class S, int W, int RB>
+HINM_AVX512 void block_words(const PanelArgs& a, int64_t r, typename S::V (&c)[RB][W], float* const (&y)[RB],
+                             const float* const (&v)[RB]) {
+  constexpr int L = S::width * W;
+  const uint8_t* wd[RB];
+  const float* vq[RB];
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i) {
+    wd[i] = a.words + (r + i) * a.word_stride * 4;
+    vq[i] = v[i];
+  }
+  const float* group = a.panel;
+  for (int64_t q = 0; q < a.cnt / 16; ++q, group += 8 * 4 * L) {
+    uint32_t word[RB];
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i) std::memcpy(&word[i], wd[i] + q * a.word_step * 4, 4);  // any alignment
+#pragma GCC unroll 16
+    for (int e = 0; e < 16; ++e) {
+      const float* g = group + (e / 2) * 4 * L;
+#pragma GCC unroll 8
+      for (int i = 0; i < RB; ++i) {
+        const typename S::V wv = S::bcast(vq[i] + e);
+        const float* col = g + ((word[i] >> (2 * e)) & 3u) * L;
+#pragma GCC unroll 4
+        for (int w = 0; w < W; ++w) c[i][w] = S::fma(wv, S::load(col + S::width * w), c[i][w]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i) vq[i] += a.vals_step;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RB; ++i)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) S::store(y[i] + S::width * w, c[i][w]);
+}
+
 // RB rows x L lanes of accumulators in registers; value j of row i multiplies panel column
 // (j / n) * m + min(position, m - 1) (clamped: memory safety on unchecked positions; for m a power of two
 // an out-of-range position wraps instead, as safe and as meaningless).
@@ -68,6 +107,9 @@ HINM_AVX512 void block(const PanelArgs& a, int64_t r) {
   const int n = N > 0 ? N : a.n, m = M > 0 ? M : a.m;
   const unsigned top = unsigned(m - 1);
   const float* group = a.panel;
+  if constexpr (N == 2 && M == 4) {
+    if (a.words) return block_words<S, W, RB>(a, r, c, y, v);
+  }
   for (int64_t j = 0; j < a.cnt; j += n, group += int64_t(m) * L) {
 #pragma GCC unroll 4
     for (int q = 0; q < n; ++q) {

@@ -27,6 +27,12 @@ struct PanelArgs {
   const uint8_t* pos = nullptr;
   int64_t pos_stride = 0;
   int n = 2, m = 4;
+  // 2:4 only, optional (AVX-512 kernel): 2-bit position words instead of pos, as in the rows pack;
+  // value 16q+e of row i at vals + i * vals_stride + q * vals_step + e, its position in bits 2e..2e+1
+  // of word i * word_stride + q * word_step (words of 4 bytes, little-endian, any alignment).
+  // cnt a multiple of 16.
+  const uint8_t* words = nullptr;
+  int64_t word_stride = 0, word_step = 1, vals_step = 16;  // in words, words, floats
 };
 
 // Panel gather: dst column c (nb floats) = src + (cols ? cols[c] : c) * src_stride, lanes >= valid zero.

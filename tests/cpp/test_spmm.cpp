@@ -176,7 +176,8 @@ TEST(rows_pack_gives_the_same_bits) {
     std::vector<uint8_t> pp(static_cast<size_t>(size / 4 + 1));
     pack_rows(w, pv.data(), pp.data() + 1);  // positions at an odd address: read bytewise-safe
     const RowsPack pack{pv.data(), pp.data() + 1};
-    for (int64_t N : {1, 3, 4, 12, 20}) {
+    // 13-70: the panel path, which reads the pack for float32 (16, 24 and 2 x 64 lanes)
+    for (int64_t N : {1, 3, 4, 12, 13, 20, 70}) {
       std::vector<float> x(size_t(N * c.K)), plain(size_t(N * c.R)), packed(size_t(N * c.R));
       for (auto& e : x) e = std::uniform_real_distribution<float>(-1, 1)(rng);
       const Matrix xm = make_matrix(x.data(), DType::f32, N, c.K);

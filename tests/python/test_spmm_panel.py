@@ -117,3 +117,31 @@ def test_permuted_rows_are_stored_bit_identically(rng, variant):
         out = np.ones((batch, 150), np.float32)
         hinm.linear(x, w, bias, out=out, accumulate=True)  # accumulating: each slot stored in place
         assert np.array_equal(out, np.float32(1) + y)
+
+
+def test_prepacked_2to4_float32_panel_gives_the_same_bits(rng, variant):
+    # A float32 2:4 weight's rows pack is read by the AVX-512 panel kernel too (chunks inside whole
+    # 8-slot blocks and 16-value steps; the rest from the weight): the same FMAs in the same order.
+    # Cases: tiles starting off the 8-slot grid (v = 12) with rows past the last whole block;
+    # several 64-column chunks plus a chunk past the last whole step; plain N:M with 77 rows.
+    cases = [make_hinm(rng, 45, 4 * 60 + 6, 12, 2, 4, kept=4 * 53), make_hinm(rng, 150, 4 * 90, 32, 2, 4, kept=4 * 85)]
+    nm = hinm.compress_nm(rng.standard_normal((77, 4 * 70)).astype(np.float32), 2, 4)
+    cases.append((nm, nm.to_dense().astype(np.float64)))
+    bias = rng.standard_normal(150).astype(np.float32)
+    try:
+        for w, dense in cases:
+            rows, cols = dense.shape
+            packed = hinm.prepack(w)
+            for batch in (13, 19, 40, 64, 100, 130):
+                x = rng.standard_normal((batch, cols)).astype(np.float32)
+                results = []
+                for threads in (1, 2, 3):
+                    hinm.set_num_threads(threads)
+                    y = hinm.linear(x, packed, bias[:rows])
+                    assert np.array_equal(y, hinm.linear(x, w, bias[:rows]))
+                    results.append(y)
+                    assert np.array_equal(hinm.spmm(packed, x.T.copy()), hinm.spmm(w, x.T.copy()))
+                assert all(np.array_equal(results[0], y) for y in results[1:])
+                check_close(results[0] - bias[:rows], reference(x, dense), dense, x)
+    finally:
+        hinm.set_num_threads(0)
