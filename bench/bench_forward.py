@@ -10,7 +10,10 @@ sparsify_ folds each MLP's row permutation into the next layer (bit-identical); 
 --compare-fold adds HiNM 75% without the fold to the same run.
 
     python bench/bench_forward.py [--threads 2] [--batches 1 8 32] [--repeats 7] [--permute random]
-                                  [--no-fold | --compare-fold]"""
+                                  [--no-fold | --compare-fold] [--compare-prepack]
+
+--compare-prepack adds both HiNM models with every layer's weight prepacked (a second copy in the
+kernels' packed layout, hinm.nn.prepack_)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ def build_models(configs: dict, permute: str, fold: bool) -> dict:
         nofold = key.endswith("_nofold")
         model = copy.deepcopy(dense)
         sparsify_(model, config, permute=permute, progress=False, fold_permutations=fold and not nofold)
+        if key.endswith("_packed"):
+            hinm.nn.prepack_(model)
         models[key] = model
     return models
 
@@ -54,10 +59,14 @@ def main() -> None:
     ap.add_argument("--permute", default="random", choices=["random", "identity"])
     ap.add_argument("--no-fold", action="store_true", help="keep the MLP row permutations in the store")
     ap.add_argument("--compare-fold", action="store_true", help="also time HiNM 75%% without the fold")
+    ap.add_argument("--compare-prepack", action="store_true",
+                    help="also time HiNM 75%% and 87.5%% with their weights prepacked (hinm.nn.prepack_)")
     ap.add_argument("--cpu-time", action="store_true", help="(accepted for symmetry: CPU time is always reported)")
     args = ap.parse_args()
     threads = matched_threads(args.threads)
     configs = dict(CONFIGS, **({"hinm75_nofold": CONFIGS["hinm75"]} if args.compare_fold else {}))
+    if args.compare_prepack:
+        configs.update({f"{key}_packed": config for key, config in CONFIGS.items()})
     models = build_models(configs, args.permute, not args.no_fold)
     dense = models["dense"]
     tokenize = getattr(dense, "preprocess", None) or dense.tokenize
@@ -80,7 +89,8 @@ def main() -> None:
                             f"fold={not args.no_fold}: speedup x = dense / HiNM, best of {args.repeats} (wall); "
                             "cpu_x from process CPU time")
     name = result_name("forward", threads) + ("" if args.permute == "random" else f"_{args.permute}") + \
-        ("_nofold" if args.no_fold else "") + ("_cmpfold" if args.compare_fold else "")
+        ("_nofold" if args.no_fold else "") + ("_cmpfold" if args.compare_fold else "") + \
+        ("_cmppack" if args.compare_prepack else "")
     write_json(name, rows, {"permute": args.permute, "fold": not args.no_fold, "repeats": args.repeats,
                             "configs": configs})
 

@@ -5,7 +5,7 @@ random row permutation and per-tile column orders (what a permutation search lea
 Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
 "dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
 the same nonzeros. "packed" times the same weight after hinm.prepack (a second copy in the
-layout of the batch-1..12 kernels; larger batches run the same kernels as without it). Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
+layout of the batch-1..12 kernels, which the float32 2:4 kernels of larger batches read too). Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
 plot next to it (.png, when matplotlib is installed).
 
     python bench/bench_hinm.py [--quick] [--threads 2] [--cpu-time]
@@ -67,7 +67,7 @@ def main() -> None:
             for (s, v), (w, csr) in weights.items():
                 t_hinm = common.timeit(lambda: hinm.linear(x, w, out=y))
                 pk = packed[(s, v)]
-                t_pk = common.timeit(lambda: hinm.linear(x, pk, out=y)) if b <= 12 else t_hinm
+                t_pk = common.timeit(lambda: hinm.linear(x, pk, out=y))
                 t_csr = common.timeit(lambda: csr @ xt)
                 rows.append({"shape": f"{r}x{k}", "sparsity": s, "v": v, "batch": b, "dense_us": dense * 1e6,
                              "csr_us": t_csr * 1e6, "hinm_us": t_hinm * 1e6, "packed_us": t_pk * 1e6,

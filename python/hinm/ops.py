@@ -383,8 +383,8 @@ def _without_backward(name: str, out: Any, grad_inputs: tuple, compute) -> Any:
 
 
 class PrepackedWeight:
-    """A weight plus a second copy of its values and indices laid out for the CPU kernels at
-    batch 1..12 (see :func:`prepack`). :func:`linear` and :func:`spmm` take it in place of the
+    """A weight plus a second copy of its values and indices laid out for the CPU kernels (see
+    :func:`prepack`). :func:`linear` and :func:`spmm` take it in place of the
     weight; ``.weight`` is the original."""
 
     __slots__ = ("weight", "pack_values", "pack_indices", "_prepared", "_versions")
@@ -415,10 +415,14 @@ def prepack(w: Any) -> PrepackedWeight:
     """w (NMTensor or HiNM tensor, CPU) with its values and indices copied once more in the layout
     the few-activation CPU kernels read fastest: for every block of 8 rows, each step of 16 values
     of all 8 rows stored together (one memory stream instead of 16 short ones). Patterns with
-    m = 2n on AVX-512 machines use it; elsewhere the result behaves exactly like w. For 1:2 and 2:4
-    the weight alone already has its positions read in 2 bits (a table cached with it), so the pack
-    adds only the single stream: plain 2:4 3072x768 at batch 1, 1.01-1.16x; other shapes within
-    the run-to-run noise (with byte positions, as in 4:8, the stream alone measured ~4%). The copy
+    m = 2n on AVX-512 machines use it at batches 1..12, float32 2:4 weights at every batch;
+    elsewhere the result behaves exactly like w, and it is always the same bits as w. For 1:2 and
+    2:4 the weight alone already has its positions read in 2 bits (a table cached with it), so at
+    batch 1 the pack adds only the single stream: plain 2:4 3072x768, 1.01-1.16x; other shapes
+    within the run-to-run noise (with byte positions, as in 4:8, the stream alone measured ~4%).
+    Past batch 12, float32 2:4 reads the 8-row blocks in place of 64 short row pieces per chunk
+    (2 threads, Intel Xeon: plain 2:4 1.05-1.16x at batch 64-1952, up to 1.5x at batch 16;
+    HiNM 75% 1.00-1.09x). The copy
     costs the weight's value memory once more, plus its index memory (a quarter of it for 1:2 and
     2:4, whose positions are packed in 2 bits), and it is not updated: after editing w's arrays in
     place, prepack again (the old copy would give results mixing old and new values; with torch

@@ -131,6 +131,35 @@ def test_cached_container_follows_new_weights():
         assert torch.equal(a(x), b(x))
 
 
+@pytest.mark.parametrize("config", ["hinm:v16:0.5:2:4", "2:4", "hinm:v16:0.25:1:4"])
+def test_prepacked_module_gives_the_same_bits(config):
+    # batches on the rows path (1-12) and the panel path (40, 130: float32 2:4 reads the pack there)
+    import copy
+
+    _, plain = _module(config, out_f=72, in_f=96)
+    packed = copy.deepcopy(plain).prepack()
+    _, other = _module(config, out_f=72, in_f=96, seed=5)
+    with torch.no_grad():
+        for lead in [(1,), (5,), (40,), (130,), (3, 13)]:
+            x = torch.randn(*lead, 96)
+            assert torch.equal(packed(x), plain(x))
+        assert hinm.nn.prepack_(torch.nn.Sequential(packed, torch.nn.ReLU())) == 1
+        twin = copy.deepcopy(packed)  # the kernels' handle is not copied, the wish is
+        assert twin._pack_wanted and twin._packed is None
+        x = torch.randn(40, 96)
+        assert torch.equal(twin(x), plain(x)) and twin._packed is not None
+        packed.load_state_dict(other.state_dict())  # new buffers: packed again at the next call
+        assert torch.equal(packed(x), other(x))
+        packed.sparse_values.mul_(2)  # an in-place edit the old copy cannot follow
+        if packed._packed[1].nbytes:
+            with pytest.raises(RuntimeError, match="prepack"):
+                packed(x)
+        packed.prepack()
+        edited = hinm.nn.sparse_linear(x, packed.container, packed.bias)  # the weight itself, edited
+        assert torch.equal(packed(x), edited) and not torch.equal(edited, other(x))
+        assert packed.prepack(False)._packed is None and torch.equal(packed(x), packed(x))
+
+
 # ---- the MLP permutation fold -------------------------------------------------------------------
 def _mlp(seed=0, hidden=64, width=32, bias=True, config="hinm:v16:0.5:2:4"):
     torch.manual_seed(seed)

@@ -20,7 +20,9 @@
 namespace hinm {
 
 // A second copy of a weight laid out for the few-activation kernels (batch 1..12; patterns with
-// m == 2n, AVX-512 machines; elsewhere it is ignored): in every block of 8 slots, the values and
+// m == 2n, AVX-512 machines; elsewhere it is ignored), which the many-activation kernel reads too
+// for float32 2:4 (past batch 12: 8 rows a stream instead of 64 short row pieces per chunk of
+// columns, 1.05-1.16x at batch 64-1952): in every block of 8 slots, the values and
 // positions of each whole step of 16 values are stored together,
 //   values[((s / 8) * (cnt / 16) + j / 16) * 128 + (s % 8) * 16 + j % 16] = value j of slot s
 // (cnt = values per slot; blocks of 8 below slots(), steps below cnt / 16), so a kernel reads one
