@@ -49,6 +49,18 @@ def test_panel_converted_values(rng, variant, dtype):
     for batch in (8, 40, 100, 300):  # 300: five 64-lane blocks, converted two at a time (the last alone)
         x = rng.standard_normal((batch, 200)).astype(np.float32)
         check_close(hinm.linear(x, w), reference(x, dense), dense, x)
+    # 450 rows: eight 64-lane blocks; shared out whole on 1, 2 and 4 threads, where the values are
+    # converted once for the call (two or more blocks per thread), as (block, item) units on 3
+    try:
+        x = rng.standard_normal((450, 200)).astype(np.float32)
+        results = []
+        for threads in (1, 2, 3, 4):
+            hinm.set_num_threads(threads)
+            results.append(hinm.linear(x, w))
+        check_close(results[0], reference(x, dense), dense, x)
+        assert all(np.array_equal(results[0], y) for y in results[1:])
+    finally:
+        hinm.set_num_threads(0)
 
 
 def test_panel_plain_nm_strided_x_bias_and_accumulate(rng, variant):
