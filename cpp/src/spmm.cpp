@@ -558,7 +558,9 @@ struct PanelPlan {
 // calling thread's scratch, instead of once per lane block and item: float16 values, 2 threads,
 // 2:4 BERT-base shapes, 1.07-1.18x faster at batch 512, 1.10-1.21x at 1952, 1.02-1.03x at 256
 // (two blocks per thread); 0.94-1.00x at 128 (one block per thread), hence the threshold at the
-// call site. Float32 values gain nothing from it (0.97-1.00x at batch 512).
+// call site. Float32 values gain nothing from it (0.97-1.00x at batch 512). Like all scratch the
+// buffer is kept for the next call: the largest such weight's values once more as float32 (plus a
+// byte per value) per calling thread.
 void pack_call(const HiNMView& w, const SpmmKernels& k, const std::vector<RowItem>& items, PanelPlan& plan) {
   const int64_t cc = w.compressed_cols(), slots = items.back().s1;
   float* vals = scratch<float, 9>(size_t(slots * cc));
