@@ -140,7 +140,7 @@ class HiNMLinear(torch.nn.Module):
     def prepack(self, enabled: bool = True) -> "HiNMLinear":
         """Multiply through a second copy of the weight in the CPU kernels' packed layout
         (hinm.prepack): patterns with m = 2n at batches 1-12, and float32 2:4 weights at every batch,
-        run faster (plain 2:4 at batch 512: ~1.05-1.15x on an AVX-512 Xeon). Costs the values'
+        run faster (plain 2:4 1.05-1.16x at batch 64-1952 on an AVX-512 Xeon). Costs the values'
         memory once more (and a quarter of the index memory for 2:4). The copy is made at the next CPU
         forward and again after the buffers are replaced (load_state_dict, .to()); after an in-place
         edit of the buffers, the next forward raises RuntimeError until prepack() is called again.

@@ -421,7 +421,7 @@ def prepack(w: Any) -> PrepackedWeight:
     batch 1 the pack adds only the single stream: plain 2:4 3072x768, 1.01-1.16x; other shapes
     within the run-to-run noise (with byte positions, as in 4:8, the stream alone measured ~4%).
     Past batch 12, float32 2:4 reads the 8-row blocks in place of 64 short row pieces per chunk
-    (2 threads, Intel Xeon: plain 2:4 1.05-1.16x at batch 64-1952, up to 1.5x at batch 16;
+    (2 threads, Intel Xeon: plain 2:4 1.05-1.16x at batch 64-1952, 1.1-1.6x at batch 16;
     HiNM 75% 1.00-1.09x). The copy
     costs the weight's value memory once more, plus its index memory (a quarter of it for 1:2 and
     2:4, whose positions are packed in 2 bits), and it is not updated: after editing w's arrays in
