@@ -135,6 +135,7 @@ def test_cached_container_follows_new_weights():
 def test_prepacked_module_gives_the_same_bits(config):
     # batches on the rows path (1-12) and the panel path (40, 130: float32 2:4 reads the pack there)
     import copy
+    import pickle
 
     _, plain = _module(config, out_f=72, in_f=96)
     packed = copy.deepcopy(plain).prepack()
@@ -144,10 +145,11 @@ def test_prepacked_module_gives_the_same_bits(config):
             x = torch.randn(*lead, 96)
             assert torch.equal(packed(x), plain(x))
         assert hinm.nn.prepack_(torch.nn.Sequential(packed, torch.nn.ReLU())) == 1
-        twin = copy.deepcopy(packed)  # the kernels' handle is not copied, the wish is
-        assert twin._pack_wanted and twin._packed is None
         x = torch.randn(40, 96)
-        assert torch.equal(twin(x), plain(x)) and twin._packed is not None
+        # the kernels' handle is neither copied nor pickled, the wish is
+        for twin in (copy.deepcopy(packed), pickle.loads(pickle.dumps(packed))):
+            assert twin._pack_wanted and twin._packed is None
+            assert torch.equal(twin(x), plain(x)) and twin._packed is not None
         packed.load_state_dict(other.state_dict())  # new buffers: packed again at the next call
         assert torch.equal(packed(x), other(x))
         packed.sparse_values.mul_(2)  # an in-place edit the old copy cannot follow
