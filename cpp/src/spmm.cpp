@@ -591,7 +591,8 @@ void panel_unit(const Problem& p, const SpmmKernels& k, const PanelPlan& plan, c
   // With several batch blocks (or values to convert), the item's values (as float32) and
   // positions are packed chunk-major first: each chunk's rows are then one contiguous block,
   // read once per batch block, instead of `rows` short pieces a weight row apart (measured
-  // ~15% faster at batch 128; at one block the copy costs about what it saves).
+  // ~15% faster at batch 128; at one block the copy costs about what it saves). A call that
+  // packed every item already (pack_call) hands out the item's part of that instead.
   const float* vpack = nullptr;
   const uint8_t* ppack = nullptr;
   if (plan.call_vals) {
