@@ -210,20 +210,27 @@ HINM_AVX512 inline void transpose8(__m256 r[8]) {
 }
 
 // dst[c * nb + l] = src[l * src_stride + c] for c < cols, l < rows; lanes rows..nb-1 zero.
+// Sixteen source rows at a time across all columns (nb a multiple of 16): each pass writes whole
+// 64-byte lines of dst and reads 16 row streams. All nb rows per 8 columns read nb streams at once
+// (64 past batch 48, more than the hardware prefetchers follow): 1.02-1.17x faster calls for
+// 768x3072 at batch 128-1952 (float32 2:4, Intel Xeon, 1 and 2 threads), the same within noise
+// elsewhere. 8 and 24 lanes: all rows per pass (a dst row is 32 or 96 bytes).
 HINM_AVX512 void transpose(const TransposeArgs& t) {
-  for (int64_t c0 = 0; c0 < t.cols; c0 += 8) {
-    const int64_t left = t.cols - c0;
-    const int cw = left >= 8 ? 8 : int(left);
-    const __mmask8 cmask = __mmask8((1u << cw) - 1u);
-    for (int l0 = 0; l0 < t.nb; l0 += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i)
-        r[i] = l0 + i < t.rows ? _mm256_maskz_loadu_ps(cmask, t.src + int64_t(l0 + i) * t.src_stride + c0)
-                               : _mm256_setzero_ps();
-      transpose8(r);
-      for (int c = 0; c < cw; ++c) _mm256_storeu_ps(t.dst + (c0 + c) * t.nb + l0, r[c]);
+  const int rows_per_pass = t.nb % 16 == 0 ? 16 : t.nb;
+  for (int l0 = 0; l0 < t.nb; l0 += rows_per_pass)
+    for (int64_t c0 = 0; c0 < t.cols; c0 += 8) {
+      const int64_t left = t.cols - c0;
+      const int cw = left >= 8 ? 8 : int(left);
+      const __mmask8 cmask = __mmask8((1u << cw) - 1u);
+      for (int h = l0; h < l0 + rows_per_pass; h += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i)
+          r[i] = h + i < t.rows ? _mm256_maskz_loadu_ps(cmask, t.src + int64_t(h + i) * t.src_stride + c0)
+                                : _mm256_setzero_ps();
+        transpose8(r);
+        for (int c = 0; c < cw; ++c) _mm256_storeu_ps(t.dst + (c0 + c) * t.nb + h, r[c]);
+      }
     }
-  }
 }
 
 // out[b * out_b + i] (= or +=) acc[i * acc_stride + b] + bias[i], through 8 x 8 transposes (the
