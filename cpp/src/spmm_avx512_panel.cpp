@@ -11,6 +11,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -234,27 +235,30 @@ HINM_AVX512 void transpose(const TransposeArgs& t) {
 }
 
 // out[b * out_b + i] (= or +=) acc[i * acc_stride + b] + bias[i], through 8 x 8 transposes (the
-// scalar column-wise copy was ~5% of a call). Same operation order as the scalar store.
+// scalar column-wise copy was ~5% of a call). Same operation order as the scalar store. Sixteen
+// rows of acc per pass, so each output row gets a whole 64-byte line at once (eight rows wrote
+// half lines: 1.00-1.03x slower calls, float32 2:4, batch 128-1952, 2 threads).
 HINM_AVX512 void store_rows(const StoreArgs& t) {
-  for (int64_t i0 = 0; i0 < t.rows; i0 += 8) {
-    const int iw = t.rows - i0 >= 8 ? 8 : int(t.rows - i0);
-    const __mmask8 imask = __mmask8((1u << iw) - 1u);
-    const __m256 bias = t.bias ? _mm256_maskz_loadu_ps(imask, t.bias + i0) : _mm256_setzero_ps();
+  for (int64_t i0 = 0; i0 < t.rows; i0 += 16)
     for (int64_t b0 = 0; b0 < t.batch; b0 += 8) {
       const int bw = t.batch - b0 >= 8 ? 8 : int(t.batch - b0);
       const __mmask8 bmask = __mmask8((1u << bw) - 1u);
-      __m256 r[8];
-      for (int q = 0; q < 8; ++q)
-        r[q] = q < iw ? _mm256_maskz_loadu_ps(bmask, t.acc + (i0 + q) * t.acc_stride + b0) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int c = 0; c < bw; ++c) {
-        float* dst = t.out + (b0 + c) * t.out_b + i0;
-        __m256 v = t.bias ? _mm256_add_ps(r[c], bias) : r[c];
-        if (t.accumulate) v = _mm256_add_ps(_mm256_maskz_loadu_ps(imask, dst), v);
-        _mm256_mask_storeu_ps(dst, imask, v);
+      for (int64_t h = i0; h < std::min(i0 + 16, t.rows); h += 8) {
+        const int iw = t.rows - h >= 8 ? 8 : int(t.rows - h);
+        const __mmask8 imask = __mmask8((1u << iw) - 1u);
+        const __m256 bias = t.bias ? _mm256_maskz_loadu_ps(imask, t.bias + h) : _mm256_setzero_ps();
+        __m256 r[8];
+        for (int q = 0; q < 8; ++q)
+          r[q] = q < iw ? _mm256_maskz_loadu_ps(bmask, t.acc + (h + q) * t.acc_stride + b0) : _mm256_setzero_ps();
+        transpose8(r);
+        for (int c = 0; c < bw; ++c) {
+          float* dst = t.out + (b0 + c) * t.out_b + h;
+          __m256 v = t.bias ? _mm256_add_ps(r[c], bias) : r[c];
+          if (t.accumulate) v = _mm256_add_ps(_mm256_maskz_loadu_ps(imask, dst), v);
+          _mm256_mask_storeu_ps(dst, imask, v);
+        }
       }
     }
-  }
 }
 
 }  // namespace
