@@ -313,11 +313,6 @@ void store_rows(const Problem& p, int64_t s0, int64_t rows, int64_t b0, int nb, 
 // never sees), leaving room for other data and other processes.
 constexpr double kStreamingBytes = 16.0 * 1024 * 1024;
 
-// Outputs of this many bytes per thread or more are written past the caches (non-temporal stores,
-// AVX-512 panel path): as much as a core's L2 holds (2 MiB on current server cores), so they would
-// leave it anyway, after a read for ownership and at the cost of the kernel's own data.
-constexpr double kStreamOutputBytes = 2.0 * 1024 * 1024;
-
 void run_rows(const Problem& p, const SpmmKernels& k, const Matrix& masks) {
   const HiNMView& w = *p.w;
   const int64_t blocks = spmm_mask_blocks(w);
@@ -468,7 +463,7 @@ void gather_portable(const detail::GatherArgs& g) {
 // slot_order, to the item's slots as if row_perm were the identity, without bias (see
 // permute_output_rows).
 void store_item(const Problem& p, const detail::PanelPosKernels* fast, const RowItem& item, const float* acc,
-                int64_t width, int64_t b0, int64_t b1, bool slot_order, bool stream) {
+                int64_t width, int64_t b0, int64_t b1, bool slot_order) {
   const HiNMView& w = *p.w;
   const int64_t rows = item.s1 - item.s0, r0 = slot_order ? item.s0 : out_row(w, item.s0);
   bool consecutive = p.out_r == 1;  // the item's slots are consecutive output rows of x W^T
@@ -483,7 +478,6 @@ void store_item(const Problem& p, const detail::PanelPosKernels* fast, const Row
     s.out_b = p.out_b;
     s.bias = p.bias && !slot_order ? p.bias + r0 : nullptr;
     s.accumulate = p.accumulate;
-    s.stream = stream;
     return fast->store(s);
   }
   if (p.out_b == 1) {  // spmm: an output row holds the batch contiguously
@@ -553,7 +547,6 @@ struct PanelPlan {
   int64_t width;                        // accumulator row stride (floats)
   int64_t kc;                           // kept columns per chunk
   bool slot_order;                      // results go to slot rows (permute_output_rows after)
-  bool stream;                          // outputs may bypass the caches (kStreamOutputBytes)
   const RowsPack* pack = nullptr;       // float32 2:4 rows pack the AVX-512 kernel reads, or null
   // Every item's values (as float32) and positions packed once for the whole call (pack_item,
   // item at offset s0 * compressed_cols), or null: items pack their own when they need to.
@@ -670,7 +663,7 @@ void panel_unit(const Problem& p, const SpmmKernels& k, const PanelPlan& plan, c
       else fast ? fast->panel(a) : k.panel(a);
     }
   }
-  store_item(p, fast, item, acc, width, blk0 * nb, std::min(p.batch, blk1 * nb), plan.slot_order, plan.stream);
+  store_item(p, fast, item, acc, width, blk0 * nb, std::min(p.batch, blk1 * nb), plan.slot_order);
 }
 
 void run_panel(const Problem& p, const SpmmKernels& k) {
@@ -700,8 +693,6 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const int64_t K = w.cols;
   // Slot order needs the vector store (store_item's other stores go through row_perm).
   plan.slot_order = plan.fast && stores_in_slot_order(p);
-  // Slot-order results are read back at once (the row permutation): those stay cached.
-  plan.stream = !plan.slot_order && double(p.batch) * double(w.rows) * sizeof(float) >= kStreamOutputBytes * threads;
   const bool pack_given = p.packed && p.packed->values && p.packed->positions && rows_pack_size(w) > 0;
   if (plan.fast && pack_given && w.pattern.n == 2 && w.pattern.m == 4 && w.values.dtype == DType::f32) {
     plan.pack = p.packed;

@@ -238,7 +238,7 @@ HINM_AVX512 void transpose(const TransposeArgs& t) {
 // scalar column-wise copy was ~5% of a call). Same operation order as the scalar store. Sixteen
 // rows of acc per pass, so each output row gets a whole 64-byte line at once (eight rows wrote
 // half lines: 1.00-1.03x slower calls, float32 2:4, batch 128-1952, 2 threads).
-HINM_AVX512 void store_rows_cached(const StoreArgs& t) {
+HINM_AVX512 void store_rows(const StoreArgs& t) {
   for (int64_t i0 = 0; i0 < t.rows; i0 += 16)
     for (int64_t b0 = 0; b0 < t.batch; b0 += 8) {
       const int bw = t.batch - b0 >= 8 ? 8 : int(t.batch - b0);
@@ -259,59 +259,6 @@ HINM_AVX512 void store_rows_cached(const StoreArgs& t) {
         }
       }
     }
-}
-
-// Rows [i0, i0 + n) of t.
-StoreArgs store_part(const StoreArgs& t, int64_t i0, int64_t n) {
-  StoreArgs part = t;
-  part.acc = t.acc + i0 * t.acc_stride;
-  part.rows = n;
-  part.out = t.out + i0;
-  part.bias = t.bias ? t.bias + i0 : nullptr;
-  return part;
-}
-
-// The same for groups of 16 rows, each output line written with a non-temporal store: no read
-// for ownership, and the kernel's L1/L2 working set stays. 3072x768 at batch 512, float32 2:4, 1
-// and 2 threads: 1.08-1.12x faster calls (the 6 MiB output had been 12% of the time). The next
-// operation then reads the output from memory rather than from L3: an in-place ReLU after it
-// 0.98x, the FFN pair 3072x768 then 768x3072 1.02-1.06x. out 64-byte aligned, rows a multiple of
-// 16, no accumulate.
-HINM_AVX512 void store_rows_streamed(const StoreArgs& t) {
-  for (int64_t i0 = 0; i0 < t.rows; i0 += 16) {
-    const __m256 bias_lo = t.bias ? _mm256_loadu_ps(t.bias + i0) : _mm256_setzero_ps();
-    const __m256 bias_hi = t.bias ? _mm256_loadu_ps(t.bias + i0 + 8) : _mm256_setzero_ps();
-    for (int64_t b0 = 0; b0 < t.batch; b0 += 8) {
-      const int bw = t.batch - b0 >= 8 ? 8 : int(t.batch - b0);
-      const __mmask8 bmask = __mmask8((1u << bw) - 1u);
-      __m256 lo[8], hi[8];
-      for (int q = 0; q < 8; ++q) {
-        lo[q] = _mm256_maskz_loadu_ps(bmask, t.acc + (i0 + q) * t.acc_stride + b0);
-        hi[q] = _mm256_maskz_loadu_ps(bmask, t.acc + (i0 + 8 + q) * t.acc_stride + b0);
-      }
-      transpose8(lo);
-      transpose8(hi);
-      for (int c = 0; c < bw; ++c) {
-        const __m256 l = t.bias ? _mm256_add_ps(lo[c], bias_lo) : lo[c];
-        const __m256 h = t.bias ? _mm256_add_ps(hi[c], bias_hi) : hi[c];
-        _mm512_stream_ps(t.out + (b0 + c) * t.out_b + i0, _mm512_insertf32x8(_mm512_castps256_ps512(l), h, 1));
-      }
-    }
-  }
-  _mm_sfence();  // ordered before whatever this thread does next, e.g. signalling the pool
-}
-
-// Streamed (t.stream) where whole aligned lines allow: rows up to the first 64-byte boundary and
-// past the last whole line go through the cache. Every row of out shares one alignment (out_b a
-// multiple of 16).
-HINM_AVX512 void store_rows(const StoreArgs& t) {
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(t.out);
-  const int64_t head = int64_t((64 - addr % 64) % 64 / 4);
-  if (!t.stream || t.accumulate || t.out_b % 16 || addr % 4 || t.rows < head + 16) return store_rows_cached(t);
-  const int64_t lines = (t.rows - head) / 16 * 16;
-  if (head) store_rows_cached(store_part(t, 0, head));
-  store_rows_streamed(store_part(t, head, lines));
-  if (head + lines < t.rows) store_rows_cached(store_part(t, head + lines, t.rows - head - lines));
 }
 
 }  // namespace

@@ -124,7 +124,6 @@ struct StoreArgs {
   int64_t out_b = 0;
   const float* bias = nullptr;
   bool accumulate = false;
-  bool stream = false;  // may bypass the caches (non-temporal stores; see store_rows)
 };
 
 // The panel path with positions read in the kernel (no offsets table); nb in {8, 16, 32, 48, 64}.

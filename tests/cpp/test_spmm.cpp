@@ -2,7 +2,6 @@
 // permutation and batch path; thread-count independence; bad inputs.
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -239,41 +238,6 @@ TEST(position_words_give_the_same_bits) {
   CHECK(!spmm_masks_are_words(c48.view()) && spmm_masks_cols(c48.view()) == 0);  // reads its byte positions
   Case c14 = make_case(rng, 40, 64, 16, {1, 4}, 64, DType::f32, false);
   CHECK(!spmm_masks_are_words(c14.view()) && spmm_masks_cols(c14.view()) == spmm_mask_blocks(c14.view()));
-}
-
-TEST(large_outputs_streamed_past_the_cache_give_the_same_bits) {
-  // Outputs of 2 MiB or more per thread take non-temporal stores where whole aligned 64-byte
-  // lines allow (AVX-512 panel path): compared with 64-row pieces of x (under the threshold, and
-  // the panel path gives a row of x the same bits at any batch past 12), for outputs starting
-  // 0, 1 and 15 floats past a 64-byte boundary (rows before it and after the last whole line go
-  // through the cache), with bias, and accumulating (cached).
-  std::mt19937 rng(11);
-  Case c = make_case(rng, 1040, 64, 1040, {2, 4}, 64, DType::f32, false);  // 17 items of 64 rows, the last 16
-  const HiNMView w = c.view();
-  const int64_t N = 532;  // 2.1 MiB of output; the last 64-row piece has 20 rows
-  std::vector<float> x(size_t(N * c.K)), bias(size_t(c.R)), pieces(size_t(N * c.R));
-  for (auto& e : x) e = std::uniform_real_distribution<float>(-1, 1)(rng);
-  for (auto& e : bias) e = std::uniform_real_distribution<float>(-1, 1)(rng);
-  set_num_threads(1);
-  for (int64_t b0 = 0; b0 < N; b0 += 64) {
-    const int64_t n = std::min<int64_t>(64, N - b0);
-    linear(make_matrix(x.data() + b0 * c.K, DType::f32, n, c.K), w, bias.data(),
-           make_matrix(pieces.data() + b0 * c.R, DType::f32, n, c.R));
-  }
-  std::vector<float> buffer(size_t(N * c.R + 32));
-  const Matrix xm = make_matrix(x.data(), DType::f32, N, c.K);
-  for (int shift : {0, 1, 15}) {
-    // 64-byte aligned start, then shifted (std::vector's 16-byte alignment is not enough)
-    float* base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63)) + shift;
-    const Matrix out = make_matrix(base, DType::f32, N, c.R);
-    linear(xm, w, bias.data(), out);
-    CHECK(std::equal(pieces.begin(), pieces.end(), base));
-    linear(xm, w, bias.data(), out, true);  // accumulate: 2 * (x W^T + bias)
-    bool doubled = true;
-    for (size_t i = 0; i < pieces.size(); ++i) doubled = doubled && base[i] == pieces[i] + pieces[i];
-    CHECK(doubled);
-  }
-  set_num_threads(0);
 }
 
 TEST(spmm_rejects_bad_inputs) {

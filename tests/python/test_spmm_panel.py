@@ -157,32 +157,3 @@ def test_prepacked_2to4_float32_panel_gives_the_same_bits(rng, variant):
                 check_close(results[0] - bias[:rows], reference(x, dense), dense, x)
     finally:
         hinm.set_num_threads(0)
-
-
-def test_large_outputs_streamed_past_the_cache_give_the_same_bits(rng):
-    # Outputs of 2 MiB or more per thread are written with non-temporal stores (AVX-512 panel
-    # path) where whole aligned 64-byte lines allow (rows a multiple of 16); the rows before the
-    # first line boundary and after the last whole line, accumulation and permuted rows (stored
-    # in slot order, then permuted) go through the cache. Batches of 64 rows stay under the
-    # threshold, and the panel path gives every row of x the same bits at any batch from 13 on,
-    # so they are the reference. Outputs start 0..15 floats past a line.
-    rows, k, batch = 1040, 64, 532  # 2.1 MiB; 17 64-row items, the last of 16 rows; last piece 20 rows
-    nm = hinm.compress_nm(rng.standard_normal((rows, k)).astype(np.float32), 2, 4)
-    perm, _ = make_hinm(rng, rows, k, 64, 2, 4, kept=k)
-    bias = rng.standard_normal(rows).astype(np.float32)
-    x = rng.standard_normal((batch, k)).astype(np.float32)
-    try:
-        hinm.set_num_threads(1)
-        for w in (nm, perm):
-            pieces = np.concatenate([hinm.linear(x[b:b + 64], w, bias) for b in range(0, batch, 64)])
-            assert np.array_equal(hinm.linear(x, w, bias), pieces)
-            buffer = np.full(batch * rows + 16, np.nan, np.float32)
-            for shift in (0, 1, 5, 15):
-                out = buffer[shift:shift + batch * rows].reshape(batch, rows)
-                hinm.linear(x, w, bias, out=out)
-                assert np.array_equal(out, pieces)
-                out[:] = 1
-                hinm.linear(x, w, bias, out=out, accumulate=True)
-                assert np.array_equal(out, np.float32(1) + pieces)
-    finally:
-        hinm.set_num_threads(0)

@@ -52,9 +52,7 @@ void pack_rows(const HiNMView& w, void* values, uint8_t* positions);
 void spmm(const HiNMView& w, const Matrix& b, const Matrix& out, bool accumulate = false,
           const Matrix* masks = nullptr, const RowsPack* packed = nullptr);
 
-// out [N, R] (=|+=) x Wᵀ + bias, with x [N, K] float32 and bias float32 [R] or null. An output of
-// 2 MiB or more per thread (batches past 12, AVX-512) is written with non-temporal stores, past
-// the caches, except for accumulation and permuted rows.
+// out [N, R] (=|+=) x Wᵀ + bias, with x [N, K] float32 and bias float32 [R] or null.
 void linear(const Matrix& x, const HiNMView& w, const float* bias, const Matrix& out, bool accumulate = false,
             const Matrix* masks = nullptr, const RowsPack* packed = nullptr);
 
