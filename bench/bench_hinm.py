@@ -5,15 +5,22 @@ random row permutation and per-tile column orders (what a permutation search lea
 Speedup = baseline time / hinm time, every baseline timed in the same run on the same threads:
 "dense" is the faster of torch.matmul (F.linear) and numpy.matmul; "csr" is scipy.sparse CSR with
 the same nonzeros. "packed" times the same weight after hinm.prepack (a second copy in the
-layout of the batch-1..12 kernels, which the float32 2:4 kernels of larger batches read too). Writes bench/results/bench_hinm_t<threads>[_cpu].json and a speedup-vs-batch
-plot next to it (.png, when matplotlib is installed).
+layout of the batch-1..12 kernels, which the float32 2:4 kernels of larger batches read too).
+For each shape and batch, dense and every hinm weight (plain and packed) are timed in interleaved
+rounds (common.timeit_rounds): the ratio to dense is the median over rounds of the per-round
+ratio, so a drift of the VM's speed between seconds does not land on one cell (timed one after
+the other, single cells came out 1.6x apart from an interleaved A/B). CSR, slower by 2-13x, is
+timed once per weight. Writes bench/results/bench_hinm_t<threads>[_cpu].json and a
+speedup-vs-batch plot next to it (.png, when matplotlib is installed).
 
-    python bench/bench_hinm.py [--quick] [--threads 2] [--cpu-time]
+    python bench/bench_hinm.py [--quick] [--threads 2] [--cpu-time] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+
 import common
 
 common.libgomp_default_spin()  # torch's dense baseline at its best (before hinm sets a short spin)
@@ -48,6 +55,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=common.THREADS)
     ap.add_argument("--cpu-time", action="store_true", help="time with the CPU clock (use with --threads 1)")
     ap.add_argument("--batches", type=int, nargs="*")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per shape and batch")
     args = ap.parse_args()
     common.setup_threads(args.threads)
     shapes = [SHAPES[0], SHAPES[4], SHAPES[5]] if args.quick else SHAPES
@@ -62,16 +70,23 @@ def main() -> None:
         for b in batches:
             x = rng.standard_normal((b, k), dtype=np.float32)
             xt = np.ascontiguousarray(x.T)
-            dense = min(common.dense_baselines(w_dense, x).values())
             y = np.empty((b, r), np.float32)
+            fns = common.dense_candidates(w_dense, x)
+            dense_names = list(fns)
+            for (s, v), (w, _) in weights.items():
+                fns[f"hinm {s} {v}"] = lambda w=w: hinm.linear(x, w, out=y)
+                fns[f"packed {s} {v}"] = lambda pk=packed[(s, v)]: hinm.linear(x, pk, out=y)
+            samples = common.timeit_rounds(fns, rounds=args.rounds)
+            dense = min(statistics.median(samples[name]) for name in dense_names)
             for (s, v), (w, csr) in weights.items():
-                t_hinm = common.timeit(lambda: hinm.linear(x, w, out=y))
-                pk = packed[(s, v)]
-                t_pk = common.timeit(lambda: hinm.linear(x, pk, out=y))
+                t_hinm = statistics.median(samples[f"hinm {s} {v}"])
+                t_pk = statistics.median(samples[f"packed {s} {v}"])
                 t_csr = common.timeit(lambda: csr @ xt)
                 rows.append({"shape": f"{r}x{k}", "sparsity": s, "v": v, "batch": b, "dense_us": dense * 1e6,
                              "csr_us": t_csr * 1e6, "hinm_us": t_hinm * 1e6, "packed_us": t_pk * 1e6,
-                             "vs_dense": dense / t_hinm, "packed_vs_dense": dense / t_pk, "vs_csr": t_csr / t_hinm})
+                             "vs_dense": common.round_ratio(samples, dense_names, f"hinm {s} {v}"),
+                             "packed_vs_dense": common.round_ratio(samples, dense_names, f"packed {s} {v}"),
+                             "vs_csr": t_csr / t_hinm})
             print(f"  {r}x{k} batch {b} done", flush=True)
     common.print_table(rows, ["shape", "sparsity", "v", "batch", "dense_us", "csr_us", "hinm_us", "packed_us", "vs_dense",
                               "packed_vs_dense", "vs_csr"],
