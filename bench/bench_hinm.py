@@ -9,7 +9,7 @@ layout of the batch-1..12 kernels, which the float32 2:4 kernels of larger batch
 For each shape and batch, dense and every hinm weight (plain and packed) are timed in interleaved
 rounds (common.timeit_rounds): the ratio to dense is the median over rounds of the per-round
 ratio, so a drift of the VM's speed between seconds does not land on one cell (timed one after
-the other, single cells came out 1.6x apart from an interleaved A/B). CSR, slower by 2-13x, is
+the other, single cells came out 1.6x apart from an interleaved A/B). CSR, 1.3-17x slower, is
 timed once per weight. Writes bench/results/bench_hinm_t<threads>[_cpu].json and a
 speedup-vs-batch plot next to it (.png, when matplotlib is installed).
 
