@@ -696,7 +696,7 @@ void run_panel(const Problem& p, const SpmmKernels& k) {
   const bool pack_given = p.packed && p.packed->values && p.packed->positions && rows_pack_size(w) > 0;
   if (plan.fast && pack_given && w.pattern.n == 2 && w.pattern.m == 4 && w.values.dtype == DType::f32) {
     plan.pack = p.packed;
-    plan.kc = plan.kc / 32 * 32;  // whole 16-value steps per chunk (24 and 48 lanes: 168 and 84 columns)
+    plan.kc = plan.kc / 32 * 32;  // whole 16-value steps per chunk (24 and 48 lanes: 168 -> 160, 84 -> 64 columns)
   }
   const auto items = row_items(w, 64);
   if (whole_blocks) {
